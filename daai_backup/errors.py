@@ -1,0 +1,159 @@
+"""Every error daai-backup raises on purpose, in one hierarchy.
+
+Each message is one line a person can act on: what is wrong and what to do. Errors from
+pymongo, botocore, cryptography and the OS are translated at the edge of the engine
+(``raise ArchiveCorrupt(...) from exc``) so that callers, tasks and the CLI only ever deal
+with these classes.
+
+``transient`` says whether trying the same call again may succeed (a network blip, a
+server election, S3 throttling). The Prefect tasks retry only transient errors; everything
+else is bad input or a permanent condition and fails at once.
+
+    DaaiBackupError
+    ├── ConfigError                 settings are missing or malformed
+    │   ├── KeyMissing              BACKUP_ENCRYPTION_KEY is not set
+    │   └── KeyInvalid              a key is not base64 of 32 bytes
+    ├── TenantError
+    │   ├── TenantsFileInvalid      the tenants YAML does not validate
+    │   ├── UnknownTenant           no such tenant in the registry
+    │   ├── PermissionDenied        the actor lacks create/restore
+    │   ├── SubscriptionSuspended   the tenant's subscription is suspended
+    │   └── ConfirmationMismatch    the typed workspace name is not the tenant's
+    ├── InvalidName                 a name that would become a path/key is refused
+    ├── ArchiveError                a backup file cannot be read
+    │   ├── NotAnArchive            neither DBK1 nor gzip
+    │   ├── UnsupportedFormat       a DBK1 version/algorithm this build does not know
+    │   ├── WrongKey                no configured key has the archive's fingerprint
+    │   ├── WrongTenant             the archive belongs to another tenant
+    │   └── ArchiveCorrupt          truncated, tampered, reordered or failed a CRC
+    ├── StorageError
+    │   ├── ObjectNotFound          no such backup in the tenant's folder
+    │   ├── QuotaExceeded           the backup would not fit in the tenant's quota
+    │   └── TransientStorageError   (transient) network/5xx/throttling
+    └── DatabaseError
+        ├── TransientDatabaseError  (transient) server selection, connection reset
+        ├── SnapshotTooOld          the read outlived the server's snapshot window
+        └── RestoreVerificationFailed  staged data does not match the archive
+"""
+
+from __future__ import annotations
+
+
+class DaaiBackupError(Exception):
+    """Base of every error daai-backup raises on purpose; ``str(err)`` is one line."""
+
+    transient: bool = False
+
+
+class ConfigError(DaaiBackupError):
+    """Configuration is missing or malformed."""
+
+
+class KeyMissing(ConfigError):
+    """The master encryption key is not configured."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or "BACKUP_ENCRYPTION_KEY is not set: set it to a key from `daai-backup keygen` "
+            "(base64 of 32 random bytes) in the environment or .env, then run again"
+        )
+
+
+class KeyInvalid(ConfigError):
+    """A configured key is not base64 of exactly 32 bytes."""
+
+
+class TenantError(DaaiBackupError):
+    """A tenant-level refusal."""
+
+
+class TenantsFileInvalid(TenantError):
+    """The tenant registry file does not validate."""
+
+
+class UnknownTenant(TenantError):
+    """No tenant with that id exists in the registry."""
+
+    def __init__(self, tenant: str) -> None:
+        super().__init__(
+            f"unknown tenant {tenant!r}: check the id against DAAI_BACKUP_TENANTS_FILE "
+            "(`daai-backup doctor` lists problems with the registry)"
+        )
+        self.tenant = tenant
+
+
+class PermissionDenied(TenantError):
+    """The actor does not hold the permission the action needs."""
+
+
+class SubscriptionSuspended(TenantError):
+    """The tenant's subscription is suspended; no backup is taken."""
+
+
+class ConfirmationMismatch(TenantError):
+    """The typed workspace name does not match the tenant's workspace name exactly."""
+
+
+class InvalidName(DaaiBackupError):
+    """A name that would become a path or object key is not acceptable."""
+
+
+class ArchiveError(DaaiBackupError):
+    """A backup file cannot be read."""
+
+
+class NotAnArchive(ArchiveError):
+    """The bytes are neither a DBK1 encrypted archive nor a gzip stream."""
+
+
+class UnsupportedFormat(ArchiveError):
+    """A DBK1 version or algorithm this build does not know."""
+
+
+class WrongKey(ArchiveError):
+    """No configured key has the fingerprint the archive was made with."""
+
+
+class WrongTenant(ArchiveError):
+    """The archive belongs to another tenant."""
+
+
+class ArchiveCorrupt(ArchiveError):
+    """Truncated, tampered with, reordered or failing a checksum."""
+
+
+class StorageError(DaaiBackupError):
+    """A storage operation failed."""
+
+
+class ObjectNotFound(StorageError):
+    """No object under that name."""
+
+
+class QuotaExceeded(StorageError):
+    """Writing the backup would exceed the tenant's storage quota."""
+
+
+class TransientStorageError(StorageError):
+    """A storage failure that may pass (network, throttling, 5xx)."""
+
+    transient = True
+
+
+class DatabaseError(DaaiBackupError):
+    """A MongoDB operation failed."""
+
+
+class TransientDatabaseError(DatabaseError):
+    """A MongoDB failure that may pass (server selection, connection reset, election)."""
+
+    transient = True
+
+
+class SnapshotTooOld(DatabaseError):
+    """The backup read outlived the server's snapshot history window."""
+
+
+class RestoreVerificationFailed(DatabaseError):
+    """Staged collections do not match the archive; nothing live was touched."""
