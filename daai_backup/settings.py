@@ -1,0 +1,113 @@
+"""Configuration, from the environment and an optional ``.env`` file (pydantic-settings).
+
+The encryption key keeps its documented name, ``BACKUP_ENCRYPTION_KEY``, with no prefix; every
+other setting starts with ``DAAI_BACKUP_``. Secrets (the keys and the MongoDB URI, which may
+carry a password) are ``SecretStr``: their repr is masked and nothing in this package prints,
+logs or persists their value.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from daai_backup.keys import Keyring
+
+DEFAULT_MONGODB_URI = "mongodb://127.0.0.1:27017/"
+
+
+def _default_storage_url() -> str:
+    return (Path.cwd() / "var" / "storage").resolve().as_uri()
+
+
+class Settings(BaseSettings):
+    """Every setting of the engine. Build with ``Settings()``; tests pass values directly."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DAAI_BACKUP_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    backup_encryption_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("BACKUP_ENCRYPTION_KEY", "backup_encryption_key"),
+        description="base64 of 32 random bytes: the current master key",
+    )
+    backup_encryption_previous_keys: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "BACKUP_ENCRYPTION_PREVIOUS_KEYS", "backup_encryption_previous_keys"
+        ),
+        description="comma-separated older master keys, to read archives made before a rotation",
+    )
+    mongodb_uri: SecretStr = Field(
+        default=SecretStr(DEFAULT_MONGODB_URI),
+        description="MongoDB connection string of the tenants' cluster",
+    )
+    storage_url: str = Field(
+        default_factory=_default_storage_url,
+        description="file:///abs/path or s3://bucket/prefix; a tenant's root is <url>/<tenant id>",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="endpoint of an S3-compatible store (default: AWS)"
+    )
+    tenants_file: Path = Field(default=Path("tenants.yaml"), description="the tenant registry")
+    timezone: str = Field(default="Asia/Kolkata", description="default time zone of tenants")
+    max_concurrent_backups: int = Field(
+        default=4, ge=1, description="global cap of concurrent backups per database cluster"
+    )
+    schedule_spread_minutes: int = Field(
+        default=120,
+        ge=0,
+        le=24 * 60,
+        description="scheduled backups start within this window after 01:00 tenant time",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
+        return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_scheme(cls, value: str) -> str:
+        if not value.startswith(("file:///", "s3://", "memory://")):
+            raise ValueError(
+                f"storage URL {value!r} must be file:///absolute/path or s3://bucket/prefix"
+            )
+        return value.rstrip("/")
+
+    @cached_property
+    def keyring(self) -> Keyring:
+        """Current and previous master keys; raises ``KeyInvalid`` for a malformed key.
+
+        Having no current key is not an error here: legacy plaintext restores still work,
+        and backups ask ``keyring.require_current()``.
+        """
+        from daai_backup.keys import Keyring
+
+        current = (
+            self.backup_encryption_key.get_secret_value().strip() or None
+            if (self.backup_encryption_key is not None)
+            else None
+        )
+        previous_raw = (
+            self.backup_encryption_previous_keys.get_secret_value()
+            if self.backup_encryption_previous_keys is not None
+            else ""
+        )
+        previous = [part.strip() for part in previous_raw.split(",") if part.strip()]
+        return Keyring.from_strings(current, previous)
