@@ -1,0 +1,218 @@
+"""A folder on a local or mounted file system as storage (``file:///abs/path``).
+
+Keys map to files under the root folder. Writes go to a temporary file in the destination
+folder and are renamed into place once complete and synced (see :meth:`put_stream`).
+Temporary files and metadata side files start with ``.``, which keys may not, so they can
+neither collide with an object nor be listed as one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import BinaryIO
+
+from daai_backup.errors import ObjectNotFound, StorageError, TransientStorageError
+from daai_backup.storage.base import (
+    CHUNK_SIZE,
+    ObjectInfo,
+    Storage,
+    validate_key,
+    validate_metadata,
+    validate_prefix,
+)
+
+_TMP_PREFIX = ".tmp-"
+_META_PREFIX = ".meta-"
+
+
+def _translate(exc: OSError, what: str) -> StorageError:
+    """Turn an OSError into the error hierarchy with a message a person can act on."""
+    if isinstance(exc, FileNotFoundError):
+        return ObjectNotFound(f"{what}: no such object")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageError(f"{what}: the disk is full; free space on it or use other storage")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StorageError(
+            f"{what}: permission denied ({exc.strerror}); let the backup user write the folder"
+        )
+    if exc.errno in (errno.EIO, errno.ETIMEDOUT, errno.EAGAIN, errno.ESTALE):
+        return TransientStorageError(f"{what}: {exc.strerror}; try again")
+    return StorageError(f"{what}: {exc.strerror or exc}")
+
+
+def _fsync_dir(path: Path) -> None:
+    """fsync a folder so that a rename or unlink inside it survives a crash."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStorage(Storage):
+    """Objects as files under ``root`` (an absolute path; created on first write)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        path = Path(root)
+        if not path.is_absolute():
+            raise StorageError(f"local storage root {str(root)!r} must be an absolute path")
+        self._root = path
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    @property
+    def url(self) -> str:
+        return self._root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        return self._root.joinpath(*validate_key(key).split("/"))
+
+    def _meta_path(self, path: Path) -> Path:
+        return path.with_name(_META_PREFIX + path.name + ".json")
+
+    def _info(self, key: str, path: Path, with_metadata: bool) -> ObjectInfo:
+        st = path.stat()
+        metadata: Mapping[str, str] = {}
+        if with_metadata:
+            try:
+                metadata = json.loads(self._meta_path(path).read_text("utf-8"))
+            except FileNotFoundError:
+                metadata = {}
+        return ObjectInfo(
+            key=key,
+            size=st.st_size,
+            modified=datetime.fromtimestamp(st.st_mtime, tz=UTC),
+            metadata=MappingProxyType(dict(metadata)),
+        )
+
+    def _write_atomic(self, final: Path, source: BinaryIO) -> None:
+        """Write ``source`` to ``final`` so that no one ever sees a partial file."""
+        # A temporary name in the *same* folder: rename is atomic only within one file
+        # system, and the leading '.' keeps list() from reporting it.
+        tmp = final.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{final.name}")
+        try:
+            # 'x' mode: never reuse or follow an existing file at the temporary name.
+            with open(tmp, "xb") as out:
+                # Copy in bounded chunks so memory stays flat for any size.
+                while chunk := source.read(CHUNK_SIZE):
+                    out.write(chunk)
+                # Push Python's buffer to the kernel, then the kernel's to the disk, so the
+                # rename below can never expose a file whose data is still in flight.
+                out.flush()
+                os.fsync(out.fileno())
+            # Atomic replace: readers see the old object or the complete new one.
+            os.replace(tmp, final)
+        except BaseException:
+            # Any failure (including the source's own error) leaves nothing behind.
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        # Persist the rename itself: the folder entry lives in the folder's own data.
+        _fsync_dir(final.parent)
+
+    def put_stream(
+        self, key: str, source: BinaryIO, metadata: Mapping[str, str] | None = None
+    ) -> ObjectInfo:
+        final = self._path(key)
+        meta = validate_metadata(metadata)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            meta_path = self._meta_path(final)
+            # Metadata first, so a visible object never lacks its metadata. A stale side
+            # file from an old object is replaced or removed here too.
+            if meta:
+                self._write_atomic(meta_path, io.BytesIO(json.dumps(meta).encode()))
+            else:
+                meta_path.unlink(missing_ok=True)
+            self._write_atomic(final, source)
+            return self._info(key, final, with_metadata=True)
+        except OSError as exc:
+            raise _translate(exc, f"cannot write {key!r} in {self.url}") from exc
+
+    def open_read(self, key: str) -> BinaryIO:
+        path = self._path(key)
+        try:
+            return open(path, "rb")  # the caller closes it
+        except IsADirectoryError as exc:
+            raise ObjectNotFound(f"cannot read {key!r} in {self.url}: no such object") from exc
+        except OSError as exc:
+            raise _translate(exc, f"cannot read {key!r} in {self.url}") from exc
+
+    def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        try:
+            if not path.is_file():
+                raise FileNotFoundError(errno.ENOENT, "not a file", str(path))
+            return self._info(key, path, with_metadata=True)
+        except OSError as exc:
+            raise _translate(exc, f"cannot stat {key!r} in {self.url}") from exc
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        # Walk only the deepest folder the prefix names, then filter by the string prefix.
+        folder_key, _, _ = prefix.rpartition("/")
+        start = self._root.joinpath(*folder_key.split("/")) if folder_key else self._root
+        if not start.is_dir():
+            return
+        try:
+            for dirpath, dirnames, filenames in os.walk(start):
+                # Never descend into or report reserved (dot) names.
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                rel = Path(dirpath).relative_to(self._root).as_posix()
+                for name in sorted(filenames):
+                    if name.startswith("."):
+                        continue
+                    key = name if rel == "." else f"{rel}/{name}"
+                    if not key.startswith(prefix):
+                        continue
+                    try:
+                        yield self._info(key, Path(dirpath) / name, with_metadata=False)
+                    except FileNotFoundError:
+                        continue  # deleted while we were listing
+        except OSError as exc:
+            raise _translate(exc, f"cannot list {prefix!r} in {self.url}") from exc
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            # The object first, its metadata after: a visible object keeps its metadata.
+            path.unlink(missing_ok=True)
+            self._meta_path(path).unlink(missing_ok=True)
+        except IsADirectoryError:
+            return
+        except OSError as exc:
+            raise _translate(exc, f"cannot delete {key!r} in {self.url}") from exc
+
+    def copy(self, src_key: str, dst_key: str) -> ObjectInfo:
+        metadata = self.stat(src_key).metadata
+        with self.open_read(src_key) as src:
+            return self.put_stream(dst_key, src, metadata)
+
+    def ping(self) -> None:
+        # The root may not exist yet (it is created on first write): then the nearest
+        # existing folder above it must let us create it.
+        probe = self._root
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise StorageError(f"storage folder {self._root} is not a folder: fix the storage URL")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise StorageError(
+                f"storage folder {probe} is not writable by this user: fix its permissions"
+            )
+        usage = shutil.disk_usage(probe)
+        if usage.free == 0:
+            raise StorageError(f"the disk holding {self._root} is full: free space on it")
+

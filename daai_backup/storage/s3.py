@@ -1,0 +1,308 @@
+"""An S3 bucket (or a prefix inside one) as storage (``s3://bucket/prefix``), with boto3.
+
+Writes use boto3's managed transfer: objects above 8 MiB go up as a multipart upload in
+8 MiB parts, a few at a time, so memory stays bounded whatever the size; the object appears
+only when the upload completes. On failure the multipart upload is aborted (s3transfer does
+it, and :meth:`S3Storage.put_stream` checks that none is left), so no billable part lingers.
+
+Retries: botocore retries each single request ("standard" mode: throttling, 5xx, connection
+errors, with backoff). Once those are spent, the error reaches the caller as
+:class:`TransientStorageError`; permanent ones (access denied, no such bucket) as
+:class:`StorageError`.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    EndpointConnectionError,
+    IncompleteReadError,
+    NoCredentialsError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+
+from daai_backup.errors import InvalidName, ObjectNotFound, StorageError, TransientStorageError
+from daai_backup.storage.base import (
+    CHUNK_SIZE,
+    ObjectInfo,
+    Storage,
+    join_key,
+    validate_key,
+    validate_metadata,
+    validate_prefix,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+
+PART_SIZE = 8 * 1024 * 1024
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "503",
+    "500",
+}
+_DENIED_CODES = {
+    "AccessDenied",
+    "403",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "AllAccessDisabled",
+}
+
+
+def _translate(exc: Exception, what: str, bucket: str) -> StorageError:
+    """Turn a botocore error into the hierarchy, with a one-line message a person can act on."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in ("NoSuchBucket",) or (code == "404" and what.startswith("cannot reach")):
+            return StorageError(
+                f"{what}: bucket {bucket!r} does not exist; create it or fix the storage URL"
+            )
+        if code in ("NoSuchKey", "404", "NotFound") or status == 404:
+            return ObjectNotFound(f"{what}: no such object")
+        if code in _DENIED_CODES or status == 403:
+            return StorageError(
+                f"{what}: access denied ({code}); check the AWS credentials and that the "
+                f"bucket policy allows this on {bucket!r}"
+            )
+        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+            return TransientStorageError(f"{what}: S3 answered {code or status}; try again")
+        message = error.get("Message", "") or code
+        return StorageError(f"{what}: S3 refused it ({code}: {message})")
+    if isinstance(exc, NoCredentialsError):
+        return StorageError(
+            f"{what}: no AWS credentials found; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+            "or an AWS profile"
+        )
+    if isinstance(
+        exc,
+        EndpointConnectionError
+        | ConnectionError
+        | ReadTimeoutError
+        | IncompleteReadError
+        | ResponseStreamingError,
+    ):
+        return TransientStorageError(f"{what}: cannot reach S3 ({exc}); check the network")
+    return StorageError(f"{what}: {exc}")
+
+
+class _BodyReader(io.RawIOBase):
+    """A raw stream over an S3 GET body that translates network errors while reading."""
+
+    def __init__(self, body: Any, what: str, bucket: str) -> None:
+        self._body = body
+        self._what = what
+        self._bucket = bucket
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        try:
+            data: bytes = self._body.read(len(view))
+        except (BotoCoreError, OSError) as exc:
+            raise _translate(exc, self._what, self._bucket) from exc
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
+
+
+class S3Storage(Storage):
+    """Objects under ``prefix`` in ``bucket``; ``endpoint_url`` for S3-compatible servers."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        part_size: int = PART_SIZE,
+        max_concurrency: int = 4,
+    ) -> None:
+        if prefix.strip("/"):
+            validate_key(prefix.strip("/"))
+        self._bucket = bucket
+        self._prefix = prefix.strip("/")
+        self._endpoint_url = endpoint_url
+        config = Config(
+            retries={"mode": "standard", "max_attempts": 5},
+            connect_timeout=10,
+            read_timeout=60,
+            max_pool_connections=max(10, max_concurrency * 2),
+        )
+        self._client: S3Client = boto3.session.Session().client(
+            "s3", endpoint_url=endpoint_url, config=config
+        )
+        self._transfer = TransferConfig(
+            multipart_threshold=part_size,
+            multipart_chunksize=part_size,
+            max_concurrency=max_concurrency,
+            use_threads=True,
+            preferred_transfer_client="classic",
+        )
+        # A non-seekable source is read into part-sized buffers; cap how many may wait,
+        # so an upload holds at most a few parts in memory (s3transfer's default is 10).
+        self._transfer.max_in_memory_upload_chunks = max_concurrency + 1
+
+    @property
+    def url(self) -> str:
+        return f"s3://{join_key(self._bucket, self._prefix)}"
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @property
+    def client(self) -> S3Client:
+        """The boto3 client (for tests and benchmarks that need raw access)."""
+        return self._client
+
+    def full_key(self, key: str) -> str:
+        """The S3 object key of ``key`` (the prefix joined in front)."""
+        return join_key(self._prefix, validate_key(key))
+
+    def put_stream(
+        self, key: str, source: BinaryIO, metadata: Mapping[str, str] | None = None
+    ) -> ObjectInfo:
+        full = self.full_key(key)
+        meta = validate_metadata(metadata)
+        started = datetime.now(UTC)
+        what = f"cannot write {key!r} to {self.url}"
+        try:
+            self._client.upload_fileobj(
+                source,
+                self._bucket,
+                full,
+                ExtraArgs={"Metadata": meta},
+                Config=self._transfer,
+            )
+        except BaseException as exc:
+            self._abort_uploads(full, started)
+            if isinstance(exc, BotoCoreError | ClientError):
+                raise _translate(exc, what, self._bucket) from exc
+            cause = exc.__cause__
+            if isinstance(cause, BotoCoreError | ClientError):
+                raise _translate(cause, what, self._bucket) from exc
+            raise
+        return self.stat(key)
+
+    def _abort_uploads(self, full: str, started: datetime) -> None:
+        """Abort multipart uploads of ``full`` begun by this write (s3transfer normally has)."""
+        try:
+            pages = self._client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self._bucket, Prefix=full
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    initiated = upload.get("Initiated")
+                    if upload.get("Key") != full or (
+                        initiated is not None and initiated < started - timedelta(minutes=1)
+                    ):
+                        continue
+                    self._client.abort_multipart_upload(
+                        Bucket=self._bucket, Key=full, UploadId=upload["UploadId"]
+                    )
+        except (BotoCoreError, ClientError):
+            # Best effort: the original failure is what the caller needs to see. A bucket
+            # lifecycle rule (AbortIncompleteMultipartUpload) is the backstop.
+            return
+
+    def open_read(self, key: str) -> BinaryIO:
+        what = f"cannot read {key!r} from {self.url}"
+        try:
+            response = self._client.get_object(Bucket=self._bucket, Key=self.full_key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise _translate(exc, what, self._bucket) from exc
+        raw = _BodyReader(response["Body"], what, self._bucket)
+        return cast(BinaryIO, io.BufferedReader(raw, CHUNK_SIZE))
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            head = self._client.head_object(Bucket=self._bucket, Key=self.full_key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise _translate(exc, f"cannot stat {key!r} in {self.url}", self._bucket) from exc
+        return ObjectInfo(
+            key=key,
+            size=int(head["ContentLength"]),
+            modified=head["LastModified"].astimezone(UTC),
+            metadata=MappingProxyType(dict(head.get("Metadata", {}))),
+        )
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        root = f"{self._prefix}/" if self._prefix else ""
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket, Prefix=root + prefix
+            )
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    key = obj["Key"][len(root) :]
+                    try:
+                        validate_key(key)
+                    except InvalidName:
+                        continue  # not an object this contract could have written
+                    yield ObjectInfo(
+                        key=key,
+                        size=int(obj["Size"]),
+                        modified=obj["LastModified"].astimezone(UTC),
+                        metadata=MappingProxyType({}),
+                    )
+        except (BotoCoreError, ClientError) as exc:
+            raise _translate(exc, f"cannot list {prefix!r} in {self.url}", self._bucket) from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self._bucket, Key=self.full_key(key))
+        except (BotoCoreError, ClientError) as exc:
+            error = _translate(exc, f"cannot delete {key!r} from {self.url}", self._bucket)
+            if isinstance(error, ObjectNotFound):
+                return
+            raise error from exc
+
+    def copy(self, src_key: str, dst_key: str) -> ObjectInfo:
+        try:
+            # Managed copy: server side, multipart for large objects; metadata is copied.
+            self._client.copy(
+                {"Bucket": self._bucket, "Key": self.full_key(src_key)},
+                self._bucket,
+                self.full_key(dst_key),
+                Config=self._transfer,
+            )
+        except (BotoCoreError, ClientError) as exc:
+            what = f"cannot copy {src_key!r} to {dst_key!r} in {self.url}"
+            raise _translate(exc, what, self._bucket) from exc
+        return self.stat(dst_key)
+
+    def ping(self) -> None:
+        try:
+            self._client.head_bucket(Bucket=self._bucket)
+        except (BotoCoreError, ClientError) as exc:
+            where = f" at {self._endpoint_url}" if self._endpoint_url else ""
+            raise _translate(exc, f"cannot reach {self.url}{where}", self._bucket) from exc
