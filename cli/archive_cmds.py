@@ -1,0 +1,175 @@
+"""Commands about keys and archive files: keygen, inspect, decrypt, doctor."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, BinaryIO, cast
+
+import typer
+
+from cli.app import app, console, errors_as_messages, fail, guarded
+from cli.context import load_settings
+from daai_backup.archive import open_plaintext, read_header
+from daai_backup.errors import DaaiBackupError
+from daai_backup.keys import generate_master_key
+from daai_backup.tenants import TenantRegistry
+
+
+@app.command()
+def keygen() -> None:
+    """Print a new master key (base64 of 32 random bytes) for BACKUP_ENCRYPTION_KEY."""
+    typer.echo(generate_master_key())
+    typer.echo(
+        "Store it in your secret manager and set BACKUP_ENCRYPTION_KEY; without it no "
+        "backup made with it can ever be read.",
+        err=True,
+    )
+
+
+def _open_local(path: Path) -> BinaryIO:
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        raise fail(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise fail(f"{path} is a folder, not a backup file") from None
+    except PermissionError:
+        raise fail(f"cannot read {path}: permission denied") from None
+
+
+@app.command()
+@guarded
+def inspect(
+    file: Annotated[Path, typer.Argument(help="a .gz.enc or legacy .gz backup file")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Show what a backup file is (format, tenant, key fingerprint, time); needs no key."""
+    with _open_local(file) as source:
+        header = read_header(source)
+    if header is None:
+        info: dict[str, object] = {
+            "file": file.name,
+            "format": "gzip",
+            "encrypted": False,
+            "tenant": None,
+            "key_fingerprint": None,
+            "created_at": None,
+        }
+    else:
+        info = {
+            "file": file.name,
+            "format": f"DBK{header.version}",
+            "encrypted": True,
+            "algorithm": header.algorithm,
+            "tenant": header.tenant_id,
+            "key_fingerprint": header.key_fingerprint,
+            "created_at": header.created_at.isoformat(),
+        }
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    if header is None:
+        console.print(f"{file.name}: legacy plaintext gzip backup (not encrypted)")
+        return
+    console.print(f"{file.name}: encrypted backup ({info['format']}, {header.algorithm})")
+    console.print(f"  tenant           {header.tenant_id}")
+    console.print(f"  key fingerprint  {header.key_fingerprint}")
+    console.print(f"  created          {info['created_at']}")
+
+
+@app.command()
+@guarded
+def decrypt(
+    file: Annotated[Path, typer.Argument(help="a .gz.enc backup file (legacy .gz is copied)")],
+    tenant: Annotated[str, typer.Option(help="the tenant the backup belongs to")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="where to write the plaintext .gz ('-': stdout)")
+    ],
+) -> None:
+    """Stream a backup's plaintext gzip out: `mongorestore --archive --gzip` reads it."""
+    settings = load_settings()
+    with _open_local(file) as source:
+        plain = open_plaintext(source, settings.keyring, tenant)
+        if str(output) == "-":
+            _copy(plain, sys.stdout.buffer.write)
+            sys.stdout.buffer.flush()
+            return
+        partial = output.with_name(f".{output.name}.partial")
+        try:
+            with partial.open("wb") as sink:
+                _copy(plain, sink.write)
+            os.replace(partial, output)
+        finally:
+            partial.unlink(missing_ok=True)
+    console.print(f"wrote {output}", highlight=False)
+
+
+def _copy(source: BinaryIO, write: Callable[[bytes], object]) -> None:
+    while chunk := source.read(1 << 20):
+        write(chunk)
+
+
+@app.command()
+def doctor() -> None:
+    """Check the configuration: key, tenants file, storage, MongoDB (one line per check)."""
+    failures = 0
+
+    def report(name: str, check: Callable[[], str]) -> None:
+        nonlocal failures
+        try:
+            detail = check()
+            console.print(f"[green]ok  [/] {name}: {detail}", highlight=False)
+        except (DaaiBackupError, OSError) as exc:
+            failures += 1
+            console.print(f"[red]FAIL[/] {name}: {exc}", highlight=False)
+        except Exception as exc:
+            failures += 1
+            console.print(f"[red]FAIL[/] {name}: {type(exc).__name__}: {exc}", highlight=False)
+
+    with errors_as_messages():
+        settings = load_settings()
+
+    def key() -> str:
+        current = settings.keyring.require_current()
+        previous = len(settings.keyring.previous)
+        extra = f"; {previous} previous key(s) for older archives" if previous else ""
+        return f"BACKUP_ENCRYPTION_KEY is set (fingerprint {current.fingerprint}){extra}"
+
+    def tenants() -> str:
+        registry = TenantRegistry.load(settings.tenants_file)
+        return f"{settings.tenants_file}: {len(registry)} tenant(s)"
+
+    def storage() -> str:
+        from daai_backup.storage import storage_from_url
+
+        backend = storage_from_url(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url)
+        backend.ping()
+        return f"{settings.storage_url} is reachable"
+
+    def mongodb() -> str:
+        from pymongo import MongoClient
+        from pymongo.errors import PyMongoError
+
+        uri = settings.mongodb_uri.get_secret_value()
+        client: MongoClient[dict[str, object]] = MongoClient(uri, serverSelectionTimeoutMS=3000)
+        try:
+            version = cast(str, client.server_info()["version"])
+            hosts = ", ".join(f"{h}:{p}" for h, p in client.nodes) or "server"
+            return f"{hosts} answers (MongoDB {version})"
+        except PyMongoError as exc:
+            raise DaaiBackupError(
+                f"cannot reach MongoDB ({type(exc).__name__}): check DAAI_BACKUP_MONGODB_URI"
+            ) from None
+        finally:
+            client.close()
+
+    report("encryption key", key)
+    report("tenants file", tenants)
+    report("storage", storage)
+    report("mongodb", mongodb)
+    if failures:
+        raise typer.Exit(1)
