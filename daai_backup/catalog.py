@@ -1,0 +1,129 @@
+"""The backup list: entries and the ways the product shows them.
+
+An entry comes from a backup's file name (label, time, encrypted or not), its size from the
+listing, its note from a small side file and ``held`` from where it lives (see
+:mod:`daai_backup.backup_folder`). Times are stored in UTC and shown in the tenant's time
+zone, where daylight-saving changes are handled by ``zoneinfo``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pandas as pd
+from rich.table import Table
+
+from daai_backup.errors import ConfigError
+from daai_backup.names import BackupName
+
+COLUMNS = ("Date / Time", "Frequency", "Size", "Encrypted", "File", "Note", "Held")
+ENCRYPTED_YES = "🔒 yes"
+ENCRYPTED_LEGACY = "🔓 legacy"
+HELD_YES = "📌 yes"
+
+
+@dataclass(frozen=True)
+class BackupEntry:
+    """One backup in a tenant's folder."""
+
+    file: str
+    frequency: str
+    taken_at: datetime
+    size_bytes: int
+    encrypted: bool
+    note: str | None = None
+    held: bool = False
+
+    @classmethod
+    def from_name(
+        cls, name: BackupName, size_bytes: int, note: str | None = None, held: bool = False
+    ) -> BackupEntry:
+        return cls(
+            file=name.filename,
+            frequency=name.frequency,
+            taken_at=name.taken_at,
+            size_bytes=size_bytes,
+            encrypted=name.encrypted,
+            note=note,
+            held=held,
+        )
+
+
+def zone(tz: str) -> ZoneInfo:
+    """The IANA time zone ``tz``; ConfigError for an unknown one."""
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"unknown time zone {tz!r}: use an IANA name such as Asia/Kolkata or Europe/Berlin"
+        ) from None
+
+
+def human_size(size_bytes: int) -> str:
+    """Decimal units with one decimal: ``512 B``, ``12.4 MB``, ``1.2 GB``."""
+    if size_bytes < 1000:
+        return f"{size_bytes} B"
+    value = float(size_bytes)
+    for unit in ("kB", "MB", "GB", "TB", "PB"):
+        value /= 1000
+        if value < 999.95 or unit == "PB":
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def newest_first(entries: Iterable[BackupEntry]) -> list[BackupEntry]:
+    return sorted(entries, key=lambda e: (e.taken_at, e.file), reverse=True)
+
+
+def _row(entry: BackupEntry, tzinfo: ZoneInfo) -> dict[str, str]:
+    local = entry.taken_at.astimezone(tzinfo)
+    return {
+        "Date / Time": local.strftime("%Y-%m-%d %H:%M %Z"),
+        "Frequency": entry.frequency,
+        "Size": human_size(entry.size_bytes),
+        "Encrypted": ENCRYPTED_YES if entry.encrypted else ENCRYPTED_LEGACY,
+        "File": entry.file,
+        "Note": entry.note or "",
+        "Held": HELD_YES if entry.held else "",
+    }
+
+
+def to_artifact_rows(entries: Iterable[BackupEntry], tz: str) -> list[dict[str, str]]:
+    """Rows of display strings, newest first (for a Prefect table artifact)."""
+    tzinfo = zone(tz)
+    return [_row(e, tzinfo) for e in newest_first(entries)]
+
+
+def to_dataframe(entries: Iterable[BackupEntry], tz: str) -> pd.DataFrame:
+    """The backup list as the product shows it, newest first, times in ``tz``."""
+    return pd.DataFrame(to_artifact_rows(entries, tz), columns=list(COLUMNS))
+
+
+def to_json_records(entries: Iterable[BackupEntry], tz: str) -> list[dict[str, object]]:
+    """Machine-readable rows, newest first; ``taken_at`` is ISO 8601 with the tz's offset."""
+    tzinfo = zone(tz)
+    return [
+        {
+            "file": e.file,
+            "taken_at": e.taken_at.astimezone(tzinfo).isoformat(timespec="seconds"),
+            "frequency": e.frequency,
+            "size_bytes": e.size_bytes,
+            "encrypted": e.encrypted,
+            "note": e.note,
+            "held": e.held,
+        }
+        for e in newest_first(entries)
+    ]
+
+
+def render_table(entries: Sequence[BackupEntry], tz: str, title: str | None = None) -> Table:
+    """A rich table for the terminal, newest first."""
+    table = Table(title=title)
+    for column in COLUMNS:
+        table.add_column(column, justify="right" if column == "Size" else "left")
+    for row in to_artifact_rows(entries, tz):
+        table.add_row(*(row[c] for c in COLUMNS))
+    return table

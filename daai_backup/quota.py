@@ -1,0 +1,65 @@
+"""The per-tenant storage quota: checked before a backup is written.
+
+Sizes in this product are decimal: 1 MB = 1,000,000 bytes (as shown in the backup list), so
+``storage_quota_mb = 500`` allows 500,000,000 bytes under the tenant's storage root.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from daai_backup.errors import QuotaExceeded
+
+MB = 1_000_000
+
+
+def _mb(n: int) -> str:
+    return f"{n / MB:,.1f} MB"
+
+
+def check_quota(used_bytes: int, expected_bytes: int, quota_mb: int | None) -> None:
+    """Raise QuotaExceeded if ``expected_bytes`` more would not fit; no quota means no limit."""
+    if quota_mb is None:
+        return
+    quota_bytes = quota_mb * MB
+    if used_bytes + expected_bytes <= quota_bytes:
+        return
+    free = max(0, quota_bytes - used_bytes)
+    raise QuotaExceeded(
+        f"backup would not fit in the storage quota: it needs about {_mb(expected_bytes)}, "
+        f"the tenant already uses {_mb(used_bytes)} of its {quota_mb:,} MB "
+        f"({_mb(free)} free); delete old manual backups or raise storage_quota_mb"
+    )
+
+
+@dataclass(frozen=True)
+class QuotaReport:
+    """How much of its quota a tenant uses; ``quota_bytes`` None means unlimited."""
+
+    used_bytes: int
+    quota_bytes: int | None
+
+    @classmethod
+    def from_quota_mb(cls, used_bytes: int, quota_mb: int | None) -> QuotaReport:
+        return cls(used_bytes, None if quota_mb is None else quota_mb * MB)
+
+    @property
+    def percent(self) -> float | None:
+        """Used share of the quota in percent (may pass 100); None without a quota."""
+        if self.quota_bytes is None:
+            return None
+        if self.quota_bytes == 0:
+            return 100.0 if self.used_bytes == 0 else float("inf")
+        return 100.0 * self.used_bytes / self.quota_bytes
+
+    @property
+    def free_bytes(self) -> int | None:
+        if self.quota_bytes is None:
+            return None
+        return max(0, self.quota_bytes - self.used_bytes)
+
+    def describe(self) -> str:
+        """One line for `usage`, e.g. ``123.4 MB of 500 MB (24.7%)``."""
+        if self.quota_bytes is None:
+            return f"{_mb(self.used_bytes)} (no quota)"
+        return f"{_mb(self.used_bytes)} of {self.quota_bytes / MB:,.0f} MB ({self.percent:.1f}%)"
