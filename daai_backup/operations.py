@@ -1,0 +1,380 @@
+"""The engine calls the Prefect tasks and the CLI wrap: one function per user-visible action.
+
+Each call composes the engine's pieces and holds no state of its own beyond an
+:class:`EngineContext` (settings, tenant registry, one MongoDB client, storage folders)::
+
+    backup:  MongoDB snapshot -> mongodump archive -> gzip -> DBK1 -> storage (atomic commit)
+    restore: storage -> DBK1 (or legacy) -> gunzip -> archive -> staged restore -> verify -> swap
+    verify:  storage -> DBK1 -> gunzip -> archive, every tag and CRC checked; no database
+
+Everything streams: the dump runs in a producer thread that writes into a bounded pipe the
+storage upload reads from, so memory stays flat whatever the database size. A failure on
+either side fails both, and storage discards the partial object.
+
+Guards that refuse bad input live in :func:`preflight_backup` and :func:`describe_backup` so
+the flows can run them before taking locks or asking for confirmation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, BinaryIO, cast
+
+from daai_backup import policy
+from daai_backup.archive import EncryptingWriter, open_plaintext, read_header
+from daai_backup.backup_folder import BackupFolder, folder_for_tenant
+from daai_backup.catalog import BackupEntry
+from daai_backup.compression import open_gzip_reader, open_gzip_writer
+from daai_backup.errors import (
+    ObjectNotFound,
+    QuotaExceeded,
+    SubscriptionSuspended,
+    WrongTenant,
+)
+from daai_backup.mongo import (
+    DumpResult,
+    NamespaceEnd,
+    dump_database,
+    read_archive,
+    restore_database,
+)
+from daai_backup.names import BackupName, new_backup_name, validate_note
+from daai_backup.quota import MB, QuotaReport, check_quota
+from daai_backup.settings import Settings
+from daai_backup.streams import CountingReader, produce_into_pipe
+from daai_backup.tenants import Tenant, TenantRegistry
+
+if TYPE_CHECKING:
+    from pymongo import MongoClient
+
+    from daai_backup.archive import ArchiveHeader
+
+Progress = Callable[[int, int], None]
+"""``progress(done_bytes, expected_bytes)``; ``expected_bytes`` is an estimate (0 if unknown)."""
+
+# Until a tenant has a first backup, its compressed size is estimated from MongoDB's
+# uncompressed dataSize; BSON business data compresses to well under half (bench/RESULTS.md).
+FIRST_BACKUP_SIZE_RATIO = 0.5
+
+
+class EngineContext:
+    """Settings, the tenant registry and lazily made clients, shared by the engine calls."""
+
+    def __init__(self, settings: Settings, registry: TenantRegistry) -> None:
+        self.settings = settings
+        self.registry = registry
+
+    def tenant(self, tenant_id: str) -> Tenant:
+        """The registered tenant; ``UnknownTenant`` otherwise."""
+        return self.registry[tenant_id]
+
+    def folder(self, tenant: Tenant) -> BackupFolder:
+        """The tenant's own ``db-backups`` folder; nothing outside it is reachable through it."""
+        return folder_for_tenant(
+            tenant.id,
+            tenant.storage_url,
+            self.settings.storage_url,
+            s3_endpoint_url=self.settings.s3_endpoint_url,
+        )
+
+    @cached_property
+    def mongo_client(self) -> MongoClient[dict[str, object]]:
+        from pymongo import MongoClient
+
+        return MongoClient(
+            self.settings.mongodb_uri.get_secret_value(),
+            serverSelectionTimeoutMS=10_000,
+            appname="daai-backup",
+        )
+
+    def timezone(self, tenant: Tenant) -> str:
+        return tenant.timezone or self.settings.timezone
+
+    def close(self) -> None:
+        if "mongo_client" in self.__dict__:
+            self.mongo_client.close()
+            del self.__dict__["mongo_client"]
+
+
+def load_context(settings: Settings | None = None) -> EngineContext:
+    """Read settings (environment and ``.env``) and the tenant registry they point at."""
+    settings = settings or Settings()
+    return EngineContext(settings, TenantRegistry.load(settings.tenants_file))
+
+
+@dataclass(frozen=True)
+class BackupOutcome:
+    """What one backup wrote."""
+
+    tenant_id: str
+    entry: BackupEntry
+    documents: int
+    data_bytes: int
+    consistency: str
+    server_version: str
+    duration_s: float
+    collections: list[dict[str, object]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RestoreOutcome:
+    """What one restore changed."""
+
+    tenant_id: str
+    file: str
+    collections: int
+    documents: int
+    views: int
+    dropped: list[str]
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    """One backup read whole, every authentication tag and CRC checked."""
+
+    file: str
+    encrypted: bool
+    namespaces: int
+    documents: int
+    compressed_bytes: int
+    duration_s: float
+
+
+def estimate_backup_bytes(ctx: EngineContext, tenant: Tenant) -> int:
+    """Expected compressed size: the newest backup's size, else a share of dataSize."""
+    for entry in ctx.folder(tenant).entries():
+        if entry.frequency != policy.PRE_RESTORE:
+            return entry.size_bytes
+    stats = ctx.mongo_client[tenant.database].command("dbStats")
+    return int(float(stats.get("dataSize", 0)) * FIRST_BACKUP_SIZE_RATIO)
+
+
+def preflight_backup(
+    ctx: EngineContext,
+    tenant: Tenant,
+    label: str,
+    *,
+    actor: str | None = None,
+    note: str | None = None,
+) -> int:
+    """Refuse a backup that must not run; return the expected size in bytes.
+
+    Order matters for the messages people see: suspended subscriptions are skipped before
+    anything else, then the key, then permissions, then the quota.
+    """
+    row = policy.frequency(label)
+    if tenant.subscription == "suspended":
+        raise SubscriptionSuspended(
+            f"tenant {tenant.id!r} has a suspended subscription: no backup taken; backups "
+            "resume when the subscription is active again"
+        )
+    ctx.settings.keyring.require_current()
+    if label == policy.MANUAL:
+        tenant.require(actor, "create")
+    elif row.scheduled:
+        policy.scheduled_frequency(label, tenant.environment)
+    validate_note(note)
+    folder = ctx.folder(tenant)
+    expected = estimate_backup_bytes(ctx, tenant)
+    check_quota(folder.usage_bytes(), expected, tenant.storage_quota_mb)
+    return expected
+
+
+def backup_tenant(
+    ctx: EngineContext,
+    tenant: Tenant,
+    label: str,
+    *,
+    note: str | None = None,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+    expected_bytes: int = 0,
+) -> BackupOutcome:
+    """Take one full backup of the tenant's database into its folder; return its entry.
+
+    The object only becomes visible once complete. The quota is enforced while writing too:
+    if the real size outgrows the room left, the upload stops and nothing is kept.
+    """
+    started = time.monotonic()
+    master = ctx.settings.keyring.require_current()
+    note = validate_note(note)
+    name = new_backup_name(label, now or datetime.now(UTC), encrypted=True)
+    folder = ctx.folder(tenant)
+    client = ctx.mongo_client
+
+    def produce(sink: BinaryIO) -> DumpResult:
+        with EncryptingWriter(sink, master, tenant.id, created_at=name.taken_at) as encrypted:
+            gz = open_gzip_writer(cast(BinaryIO, encrypted))
+            try:
+                return dump_database(client, tenant.database, gz)
+            finally:
+                gz.close()
+
+    limit, on_limit = _quota_limit(folder, tenant)
+    pipe, producer = produce_into_pipe(produce, name=f"backup-{tenant.id}")
+    counted = CountingReader(
+        pipe,
+        on_progress=(lambda done: progress(done, expected_bytes)) if progress else None,
+        limit=limit,
+        on_limit=on_limit,
+    )
+    try:
+        info = folder.write(name, cast(BinaryIO, counted), note=note)
+    finally:
+        pipe.close()
+    dump = producer.result()
+    return BackupOutcome(
+        tenant_id=tenant.id,
+        entry=BackupEntry.from_name(name, info.size, note=note),
+        documents=dump.total_documents,
+        data_bytes=dump.total_bytes,
+        consistency=dump.consistency,
+        server_version=dump.server_version,
+        duration_s=time.monotonic() - started,
+        collections=[
+            {"name": c.name, "type": c.type, "documents": c.documents, "bytes": c.bytes}
+            for c in dump.collections
+        ],
+    )
+
+
+def _quota_limit(
+    folder: BackupFolder, tenant: Tenant
+) -> tuple[int | None, Callable[[int], BaseException] | None]:
+    report = QuotaReport.from_quota_mb(folder.usage_bytes(), tenant.storage_quota_mb)
+    if report.free_bytes is None:
+        return None, None
+
+    def over(written: int) -> BaseException:
+        return QuotaExceeded(
+            f"backup of tenant {tenant.id!r} stopped at {written / MB:,.1f} MB: it does not fit "
+            f"in the storage quota ({report.describe()}); nothing was kept. Delete old manual "
+            "backups or raise storage_quota_mb"
+        )
+
+    return report.free_bytes, over
+
+
+def list_backups(ctx: EngineContext, tenant: Tenant) -> list[BackupEntry]:
+    """The tenant's backups, newest first (held ones included)."""
+    return ctx.folder(tenant).entries()
+
+
+def describe_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> BackupEntry:
+    """The entry of ``filename`` if it is one of this tenant's backups; refuse anything else."""
+    BackupName.parse(filename)  # refuses paths, traversal and odd names with InvalidName
+    for entry in ctx.folder(tenant).entries():
+        if entry.file == filename:
+            return entry
+    raise ObjectNotFound(
+        f"{filename!r} is not a backup of tenant {tenant.id!r}: pick a file from "
+        f"`daai-backup list --tenant {tenant.id}`"
+    )
+
+
+def read_backup_header(ctx: EngineContext, tenant: Tenant, filename: str) -> ArchiveHeader | None:
+    """The DBK1 header of a backup (None for legacy plaintext); needs no key."""
+    describe_backup(ctx, tenant, filename)
+    with ctx.folder(tenant).open(filename) as source:
+        return read_header(source)
+
+
+def check_key_can_read(ctx: EngineContext, tenant: Tenant, filename: str) -> None:
+    """Refuse early when the configured keys cannot read the backup (legacy needs none)."""
+    header = read_backup_header(ctx, tenant, filename)
+    if header is None:
+        return
+    if header.tenant_id != tenant.id:
+        raise WrongTenant(
+            f"{filename!r} was made for tenant {header.tenant_id!r}, not {tenant.id!r}: "
+            "it cannot be restored here"
+        )
+    ctx.settings.keyring.find(header.key_fingerprint)
+
+
+def restore_tenant(
+    ctx: EngineContext,
+    tenant: Tenant,
+    filename: str,
+    *,
+    progress: Progress | None = None,
+) -> RestoreOutcome:
+    """Restore one of the tenant's backups into the tenant's own database.
+
+    The archive is loaded into staging collections and verified whole before anything
+    live changes; the swap then renames staged collections over the live ones.
+    """
+    started = time.monotonic()
+    entry = describe_backup(ctx, tenant, filename)
+    folder = ctx.folder(tenant)
+    with folder.open(filename) as stored:
+        counted = CountingReader(
+            stored,
+            on_progress=(lambda done: progress(done, entry.size_bytes)) if progress else None,
+        )
+        plain = open_plaintext(cast(BinaryIO, counted), ctx.settings.keyring, tenant.id)
+        archive = open_gzip_reader(plain)
+        result = restore_database(ctx.mongo_client, tenant.database, archive)
+    return RestoreOutcome(
+        tenant_id=tenant.id,
+        file=filename,
+        collections=len(result.collections),
+        documents=result.total_documents,
+        views=len(result.views),
+        dropped=list(result.dropped),
+        duration_s=time.monotonic() - started,
+    )
+
+
+def verify_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> VerifyOutcome:
+    """Read one backup whole and check every tag and CRC; needs no database."""
+    started = time.monotonic()
+    entry = describe_backup(ctx, tenant, filename)
+    namespaces = 0
+    documents = 0
+    with ctx.folder(tenant).open(filename) as stored:
+        plain = open_plaintext(stored, ctx.settings.keyring, tenant.id)
+        archive = open_gzip_reader(plain)
+        for event in read_archive(archive):
+            if isinstance(event, NamespaceEnd):
+                namespaces += 1
+                documents += event.documents
+    return VerifyOutcome(
+        file=filename,
+        encrypted=entry.encrypted,
+        namespaces=namespaces,
+        documents=documents,
+        compressed_bytes=entry.size_bytes,
+        duration_s=time.monotonic() - started,
+    )
+
+
+def delete_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> None:
+    """Delete one of the tenant's backups (retention's apply step)."""
+    describe_backup(ctx, tenant, filename)
+    ctx.folder(tenant).delete(filename)
+
+
+__all__ = [
+    "BackupOutcome",
+    "EngineContext",
+    "Progress",
+    "RestoreOutcome",
+    "VerifyOutcome",
+    "backup_tenant",
+    "check_key_can_read",
+    "delete_backup",
+    "describe_backup",
+    "estimate_backup_bytes",
+    "list_backups",
+    "load_context",
+    "preflight_backup",
+    "read_backup_header",
+    "restore_tenant",
+    "verify_backup",
+]

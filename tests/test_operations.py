@@ -1,0 +1,215 @@
+"""The engine calls end to end: backup -> list -> verify -> restore, on real servers."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import os
+from pathlib import Path
+
+import pytest
+from bson import Decimal128, ObjectId
+
+from daai_backup.errors import (
+    InvalidName,
+    KeyMissing,
+    ObjectNotFound,
+    PermissionDenied,
+    QuotaExceeded,
+    SubscriptionSuspended,
+    WrongKey,
+    WrongTenant,
+)
+from daai_backup.operations import (
+    EngineContext,
+    backup_tenant,
+    check_key_can_read,
+    describe_backup,
+    list_backups,
+    preflight_backup,
+    restore_tenant,
+    verify_backup,
+)
+from daai_backup.settings import Settings
+from daai_backup.tenants import TenantRegistry
+
+KEY = base64.b64encode(os.urandom(32)).decode()
+
+
+def _ctx(
+    mongo_uri: str, storage_url: str, databases: dict[str, str], key: str | None = KEY, **tenant
+) -> EngineContext:
+    settings = Settings(
+        backup_encryption_key=key,
+        mongodb_uri=mongo_uri,
+        storage_url=storage_url,
+        tenants_file=Path("unused.yaml"),
+    )
+    tenants = [
+        {
+            "id": tid,
+            "workspace_name": f"{tid} workspace",
+            "database": db,
+            "permissions": {"ops": ["create", "restore"]},
+            **tenant,
+        }
+        for tid, db in databases.items()
+    ]
+    return EngineContext(settings, TenantRegistry.from_data({"tenants": tenants}))
+
+
+def _seed(client, name: str) -> None:
+    db = client[name]
+    db.employees.insert_many(
+        [
+            {"_id": ObjectId(), "name": f"emp {i}", "salary": Decimal128(f"{1000 + i}.50")}
+            for i in range(50)
+        ]
+    )
+    db.employees.create_index("name", unique=True)
+    db.invoices.insert_many([{"n": i, "lines": [{"sku": "a", "qty": i}]} for i in range(30)])
+    db.create_collection("audit", capped=True, size=65536)
+    db.command(
+        "create", "big_invoices", viewOn="invoices", pipeline=[{"$match": {"n": {"$gt": 10}}}]
+    )
+
+
+def _state(client, name: str) -> dict[str, list]:
+    db = client[name]
+    out = {}
+    for coll in sorted(db.list_collection_names()):
+        if coll.startswith("__daai_restore") or coll.startswith("system."):
+            continue
+        info = db.command("listCollections", filter={"name": coll})["cursor"]["firstBatch"][0]
+        if info["type"] == "view":
+            out[coll] = ["view", info["options"]["viewOn"]]
+        else:
+            out[coll] = list(db[coll].find().sort("_id", 1))
+    return out
+
+
+def test_backup_verify_restore_round_trip(
+    mongo_client, mongo_uri, mongo_db_name, local_storage_url
+):
+    _seed(mongo_client, mongo_db_name)
+    ctx = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name})
+    tenant = ctx.tenant("acme")
+    before = _state(mongo_client, mongo_db_name)
+
+    preflight_backup(ctx, tenant, "manual", actor="ops", note="before payroll run")
+    outcome = backup_tenant(ctx, tenant, "manual", note="before payroll run")
+    assert outcome.documents == 80
+    assert outcome.entry.file.startswith("manual_")
+    assert outcome.entry.file.endswith(".gz.enc")
+
+    [entry] = list_backups(ctx, tenant)
+    assert entry.file == outcome.entry.file
+    assert entry.note == "before payroll run"
+    assert entry.encrypted
+    assert entry.size_bytes > 0
+    # the object lives in the tenant's own db-backups folder
+    stored = Path(local_storage_url.removeprefix("file://")) / "acme" / "db-backups" / entry.file
+    assert stored.is_file()
+
+    verified = verify_backup(ctx, tenant, entry.file)
+    assert verified.documents == 80
+    assert verified.namespaces >= 3
+
+    # damage the live database: change, drop and add
+    db = mongo_client[mongo_db_name]
+    db.employees.update_many({}, {"$set": {"salary": 0}})
+    db.invoices.drop()
+    db.extra.insert_one({"x": 1})
+
+    result = restore_tenant(ctx, tenant, entry.file)
+    assert result.documents == 80
+    assert "extra" in result.dropped
+    assert _state(mongo_client, mongo_db_name) == before
+
+
+def test_preflight_refusals(mongo_client, mongo_uri, mongo_db_name, local_storage_url):
+    _seed(mongo_client, mongo_db_name)
+    ctx = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name})
+    tenant = ctx.tenant("acme")
+    with pytest.raises(PermissionDenied):
+        preflight_backup(ctx, tenant, "manual", actor="intruder")
+    no_key = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name}, key=None)
+    with pytest.raises(KeyMissing, match="BACKUP_ENCRYPTION_KEY"):
+        preflight_backup(no_key, no_key.tenant("acme"), "manual", actor="ops")
+    suspended = _ctx(
+        mongo_uri, local_storage_url, {"acme": mongo_db_name}, subscription="suspended"
+    )
+    with pytest.raises(SubscriptionSuspended):
+        preflight_backup(suspended, suspended.tenant("acme"), "15-day")
+    tiny = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name}, storage_quota_mb=1)
+    # pretend the folder is nearly full: a 1 MB quota with ~1 MB already used
+    root = Path(local_storage_url.removeprefix("file://")) / "acme"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "other-files.bin").write_bytes(b"\0" * 1_000_000)
+    with pytest.raises(QuotaExceeded, match="MB"):
+        preflight_backup(tiny, tiny.tenant("acme"), "manual", actor="ops")
+    # and the hard stop while writing leaves nothing behind
+    with pytest.raises(QuotaExceeded):
+        backup_tenant(tiny, tiny.tenant("acme"), "manual")
+    assert list_backups(tiny, tiny.tenant("acme")) == []
+
+
+def test_other_tenants_files_and_paths_are_refused(
+    mongo_client, mongo_uri, mongo_db_name, local_storage_url
+):
+    _seed(mongo_client, mongo_db_name)
+    other_db = mongo_db_name + "_b"
+    ctx = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name, "beta": other_db})
+    acme, beta = ctx.tenant("acme"), ctx.tenant("beta")
+    file = backup_tenant(ctx, acme, "manual").entry.file
+    try:
+        with pytest.raises(ObjectNotFound):
+            describe_backup(ctx, beta, file)
+        for bad in ("../acme/db-backups/" + file, "/etc/passwd", "acme/" + file, ""):
+            with pytest.raises((InvalidName, ObjectNotFound)):
+                restore_tenant(ctx, beta, bad)
+        # copying acme's archive into beta's folder does not make it restorable there
+        src = Path(local_storage_url.removeprefix("file://")) / "acme" / "db-backups" / file
+        dst = Path(local_storage_url.removeprefix("file://")) / "beta" / "db-backups" / file
+        dst.parent.mkdir(parents=True)
+        dst.write_bytes(src.read_bytes())
+        with pytest.raises(WrongTenant):
+            check_key_can_read(ctx, beta, file)
+        with pytest.raises(WrongTenant):
+            restore_tenant(ctx, beta, file)
+        assert other_db not in mongo_client.list_database_names()
+    finally:
+        mongo_client.drop_database(other_db)
+
+
+def test_wrong_key_is_named_and_legacy_gzip_needs_none(
+    mongo_client, mongo_uri, mongo_db_name, local_storage_url
+):
+    _seed(mongo_client, mongo_db_name)
+    ctx = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name})
+    file = backup_tenant(ctx, ctx.tenant("acme"), "manual").entry.file
+    rotated = _ctx(
+        mongo_uri,
+        local_storage_url,
+        {"acme": mongo_db_name},
+        key=base64.b64encode(os.urandom(32)).decode(),
+    )
+    fingerprint = ctx.settings.keyring.require_current().fingerprint
+    with pytest.raises(WrongKey, match=fingerprint):
+        check_key_can_read(rotated, rotated.tenant("acme"), file)
+
+    # a legacy plaintext .gz (the decrypted form) restores with no key configured at all
+    from daai_backup.archive import open_plaintext
+
+    root = Path(local_storage_url.removeprefix("file://")) / "acme" / "db-backups"
+    with (root / file).open("rb") as src:
+        plain = open_plaintext(src, ctx.settings.keyring, "acme").read()
+    assert gzip.decompress(plain)[:4] == bytes.fromhex("6de29981")
+    legacy = file.removesuffix(".gz.enc").replace("manual_", "15-day_") + ".gz"
+    (root / legacy).write_bytes(plain)
+    keyless = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name}, key=None)
+    mongo_client[mongo_db_name].employees.drop()
+    result = restore_tenant(keyless, keyless.tenant("acme"), legacy)
+    assert result.documents == 80
+    assert mongo_client[mongo_db_name].employees.count_documents({}) == 50
+    assert any(not e.encrypted for e in list_backups(keyless, keyless.tenant("acme")))
