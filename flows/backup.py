@@ -1,0 +1,107 @@
+"""The backup flow, and the pre-restore safety backup the restore flow runs as a subflow.
+
+Recipe: refuse early (suspended -> Skipped; no key -> Failed plus a banner artifact; no
+permission or no room -> Failed, nothing written) -> tenant lock -> one cluster slot ->
+snapshot, compress, encrypt, store -> retention -> publish the list.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+from uuid import UUID
+
+from prefect import State, flow, get_run_logger
+from prefect.artifacts import create_progress_artifact
+from prefect.states import Completed
+
+from daai_backup import policy
+from daai_backup.catalog import human_size
+from daai_backup.errors import InvalidName, KeyMissing, SubscriptionSuspended
+from daai_backup.operations import EngineContext
+from daai_backup.tenants import Tenant
+from flows.common import engine, publish_backup_list, publish_key_missing
+from flows.retention import retention
+from tasks.backup import backup_tenant, preflight_backup
+from tasks.catalog import list_backups
+from tasks.common import cluster_slot, tenant_lock
+
+
+def take_backup(
+    ctx: EngineContext,
+    tenant: Tenant,
+    label: str,
+    *,
+    actor: str | None,
+    note: str | None,
+) -> dict[str, Any]:
+    """Preflight, then the backup under the tenant lock and a cluster slot.
+
+    Raises ``SubscriptionSuspended`` for the caller to turn into Skipped (or a refusal).
+    """
+    logger = get_run_logger()
+    try:
+        expected = preflight_backup(ctx, tenant, label, actor, note)
+    except KeyMissing as exc:
+        publish_key_missing(tenant, str(exc))
+        raise
+    with tenant_lock(tenant.id):
+        with cluster_slot(ctx.settings):
+            progress = cast(
+                UUID,
+                create_progress_artifact(
+                    0.0, description=f"{label} backup of {tenant.id}: bytes written"
+                ),
+            )
+            outcome = backup_tenant(ctx, tenant, label, note, expected, progress)
+        if label != policy.PRE_RESTORE:
+            # Not for a safety backup: retention could delete the very file being restored.
+            state = retention(tenant=tenant.id, return_state=True)
+            if not state.is_completed():
+                logger.error("tenant %s: retention after the backup failed: %s", tenant.id, state)
+        publish_backup_list(ctx, tenant, list_backups(ctx, tenant))
+    return {
+        "tenant": tenant.id,
+        "file": outcome.entry.file,
+        "size_bytes": outcome.entry.size_bytes,
+        "size": human_size(outcome.entry.size_bytes),
+        "documents": outcome.documents,
+        "consistency": outcome.consistency,
+    }
+
+
+@flow(name="backup", flow_run_name="backup-{tenant}-{label}", persist_result=False)
+def backup(
+    tenant: str,
+    label: str = policy.MANUAL,
+    actor: str | None = None,
+    note: str | None = None,
+) -> dict[str, Any] | State[Any]:
+    """Back up one tenant: ``manual`` (Backup Now; the actor needs ``create``) or a schedule."""
+    logger = get_run_logger()
+    with engine() as ctx:
+        who = ctx.tenant(tenant)
+        if label == policy.PRE_RESTORE:
+            raise InvalidName(
+                "pre-restore backups are taken by the restore flow; use 'manual' or a schedule"
+            )
+        try:
+            return take_backup(ctx, who, label, actor=actor, note=note)
+        except SubscriptionSuspended as exc:
+            logger.info("tenant %s: skipped: %s", tenant, exc)
+            return Completed(name="Skipped", message=str(exc))
+
+
+@flow(name="pre-restore-backup", flow_run_name="pre-restore-{tenant}", persist_result=False)
+def pre_restore_backup(tenant: str, actor: str | None, restoring: str) -> dict[str, Any]:
+    """The safety backup before a restore; the actor needs ``restore`` (not ``create``).
+
+    Runs inside the restore's tenant lock (the lock is re-entrant within one flow-run
+    context, so this subflow does not wait on its parent). A suspended subscription fails
+    it: a restore never runs without a safety backup.
+    """
+    with engine() as ctx:
+        who = ctx.tenant(tenant)
+        who.require(actor, "restore")
+        return take_backup(
+            ctx, who, policy.PRE_RESTORE, actor=actor, note=f"before restoring {restoring}"
+        )

@@ -1,0 +1,63 @@
+"""What the flows share: the engine context of one run, and the artifacts people read.
+
+A flow reads its configuration from the worker's environment (``operations.load_context()``:
+``DAAI_BACKUP_*`` and ``BACKUP_ENCRYPTION_KEY``), never from its parameters, so keys never
+reach Prefect's database. Artifacts carry file names, sizes and times, never a secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from daai_backup import catalog, operations
+from daai_backup.catalog import BackupEntry
+from daai_backup.operations import EngineContext
+from daai_backup.tenants import Tenant
+
+
+@contextmanager
+def engine() -> Iterator[EngineContext]:
+    """The engine context for one flow run: settings and registry read now, closed after."""
+    ctx = operations.load_context()
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+def publish_backup_list(ctx: EngineContext, tenant: Tenant, entries: Sequence[BackupEntry]) -> None:
+    """The tenant's backup list as the keyed table artifact ``backups-<tenant>``."""
+    rows = catalog.to_artifact_rows(entries, ctx.timezone(tenant))
+    create_table_artifact(
+        rows,
+        key=f"backups-{tenant.id}",
+        description=f"Backups of {tenant.workspace_name} ({tenant.id}), newest first",
+    )
+
+
+def publish_key_missing(tenant: Tenant, message: str) -> None:
+    """The product's yellow banner: backups of this tenant cannot run until a key is set."""
+    create_markdown_artifact(
+        "\n".join(
+            [
+                f"## ⚠️ Backups of {tenant.workspace_name} are not running",
+                "",
+                f"**{message}**",
+                "",
+                "- Generate a key once: `daai-backup keygen` (keep a copy in your secret store).",
+                "- Set it as `BACKUP_ENCRYPTION_KEY` in the worker's environment or `.env`.",
+                "- Existing legacy (unencrypted) backups can still be restored meanwhile.",
+            ]
+        ),
+        key=f"backup-key-missing-{tenant.id}",
+        description=f"Encryption key missing: backups of {tenant.id} fail until it is set",
+    )
+
+
+def local_time(ctx: EngineContext, tenant: Tenant, entry: BackupEntry) -> str:
+    """The backup's time in the tenant's zone, as the product shows it."""
+    zone = catalog.zone(ctx.timezone(tenant))
+    return entry.taken_at.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")

@@ -1,0 +1,137 @@
+"""The restore flow: refuse early, preview and ask for the workspace name, then, holding the
+tenant lock, take the pre-restore safety backup (a subflow) and run the staged restore.
+
+Nothing changes before the confirmation, and nothing live changes if the safety backup fails.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from pydantic import Field
+
+from daai_backup.catalog import BackupEntry
+from daai_backup.errors import ConfirmationMismatch
+from daai_backup.operations import EngineContext
+from daai_backup.tenants import Tenant
+from flows.backup import pre_restore_backup
+from flows.common import engine, local_time
+from tasks.catalog import describe_backup
+from tasks.common import tenant_lock
+from tasks.restore import check_key_can_read, restore_tenant
+
+CONFIRM_ATTEMPTS: Final = 3
+"""Wrong names typed before the run gives up (each is logged)."""
+
+CONFIRM_POLL_SECONDS: Final = 2
+
+
+class RestoreConfirmation(RunInput):
+    """What the person resuming a paused restore types."""
+
+    workspace_name: str = Field(
+        description="Type the workspace name exactly as shown to confirm the restore"
+    )
+
+
+def confirmation_text(ctx: EngineContext, tenant: Tenant, entry: BackupEntry) -> str:
+    """The preview shown with the pause: what is restored and what is lost."""
+    when = local_time(ctx, tenant, entry)
+    kind = "🔒 encrypted" if entry.encrypted else "🔓 legacy (not encrypted)"
+    return "\n".join(
+        [
+            f"## Restore {tenant.workspace_name} to {when}?",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| Workspace | {tenant.workspace_name} (`{tenant.id}`) |",
+            f"| Backup file | `{entry.file}` |",
+            f"| Taken | {when} |",
+            f"| Format | {kind} |",
+            "",
+            f"**⚠️ Everything changed in {tenant.workspace_name} after {when} will be lost.** "
+            "A safety backup is taken first, so this restore itself can be undone.",
+            "",
+            f"To confirm, type the workspace name exactly: **{tenant.workspace_name}**",
+        ]
+    )
+
+
+def ask_confirmation(ctx: EngineContext, tenant: Tenant, entry: BackupEntry, timeout: int) -> None:
+    """Pause until someone types the workspace name; a wrong name asks again, a few times."""
+    logger = get_run_logger()
+    form = RestoreConfirmation.with_initial_data(description=confirmation_text(ctx, tenant, entry))
+    for attempt in range(1, CONFIRM_ATTEMPTS + 1):
+        answer = pause_flow_run(
+            wait_for_input=form, timeout=timeout, poll_interval=CONFIRM_POLL_SECONDS
+        )
+        if answer.workspace_name == tenant.workspace_name:
+            logger.info("tenant %s: restore of %s confirmed", tenant.id, entry.file)
+            return
+        logger.warning(
+            "tenant %s: confirmation %d of %d did not match the workspace name",
+            tenant.id,
+            attempt,
+            CONFIRM_ATTEMPTS,
+        )
+    raise ConfirmationMismatch(
+        f"the workspace name was typed wrong {CONFIRM_ATTEMPTS} times: restore of "
+        f"{tenant.id!r} cancelled, nothing changed"
+    )
+
+
+@flow(name="restore", flow_run_name="restore-{tenant}", persist_result=False)
+def restore(
+    tenant: str,
+    file: str,
+    actor: str | None = None,
+    confirm_workspace_name: str | None = None,
+    confirm_timeout_seconds: int = 3600,
+) -> dict[str, Any]:
+    """Restore one of the tenant's backups after confirmation and a safety backup."""
+    logger = get_run_logger()
+    with engine() as ctx:
+        who = ctx.tenant(tenant)
+        who.require(actor, "restore")
+        entry = describe_backup(ctx, who, file)
+        check_key_can_read(ctx, who, file)
+        if confirm_workspace_name is None:
+            ask_confirmation(ctx, who, entry, confirm_timeout_seconds)
+        elif confirm_workspace_name != who.workspace_name:
+            raise ConfirmationMismatch(
+                f"the confirmation does not match the workspace name of {tenant!r} exactly: "
+                "nothing changed"
+            )
+        with tenant_lock(who.id):
+            describe_backup(ctx, who, file)  # still there after the wait for the lock
+            safety = pre_restore_backup(tenant=who.id, actor=actor, restoring=file)
+            logger.info("tenant %s: safety backup %s taken", who.id, safety["file"])
+            outcome = restore_tenant(ctx, who, file)
+        when = local_time(ctx, who, entry)
+        create_markdown_artifact(
+            "\n".join(
+                [
+                    f"## {who.workspace_name} restored to {when}",
+                    "",
+                    f"- Restored from `{file}` by {actor}",
+                    f"- {outcome.collections} collections, {outcome.documents} documents, "
+                    f"{outcome.views} views; dropped: {', '.join(outcome.dropped) or 'none'}",
+                    f"- Took {outcome.duration_s:.1f} s",
+                    "",
+                    f"**To go back**, restore the safety backup `{safety['file']}`.",
+                ]
+            ),
+            key=f"restore-{who.id}",
+            description=f"Restore of {who.id} from {file}",
+        )
+        return {
+            "tenant": who.id,
+            "file": file,
+            "safety_backup": safety["file"],
+            "collections": outcome.collections,
+            "documents": outcome.documents,
+        }

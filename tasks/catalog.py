@@ -1,0 +1,61 @@
+"""Tasks over a tenant's backup list: read it, describe one entry, delete one."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+
+from daai_backup import operations
+from daai_backup.catalog import BackupEntry, human_size
+from daai_backup.operations import EngineContext
+from daai_backup.tenants import Tenant
+from tasks.common import DATA_TASK, retry_if_transient
+
+LIST_TIMEOUT_SECONDS = 300
+DELETE_TIMEOUT_SECONDS = 300
+
+
+@task(
+    name="list-backups",
+    task_run_name="list-{tenant.id}",
+    timeout_seconds=LIST_TIMEOUT_SECONDS,
+    retry_condition_fn=retry_if_transient,
+    **DATA_TASK,
+)
+def list_backups(ctx: EngineContext, tenant: Tenant) -> list[BackupEntry]:
+    """The tenant's backups, newest first."""
+    entries = operations.list_backups(ctx, tenant)
+    get_run_logger().info("tenant %s: %d backups listed", tenant.id, len(entries))
+    return entries
+
+
+@task(
+    name="describe-backup",
+    task_run_name="describe-{tenant.id}",
+    timeout_seconds=LIST_TIMEOUT_SECONDS,
+    retry_condition_fn=retry_if_transient,
+    **DATA_TASK,
+)
+def describe_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> BackupEntry:
+    """The entry of ``filename`` if it is one of this tenant's backups; refuse anything else."""
+    entry = operations.describe_backup(ctx, tenant, filename)
+    get_run_logger().info(
+        "tenant %s: %s is %s, %s",
+        tenant.id,
+        entry.file,
+        human_size(entry.size_bytes),
+        "encrypted" if entry.encrypted else "legacy plaintext",
+    )
+    return entry
+
+
+@task(
+    name="delete-backup",
+    task_run_name="delete-{tenant.id}",
+    timeout_seconds=DELETE_TIMEOUT_SECONDS,
+    retry_condition_fn=retry_if_transient,
+    **DATA_TASK,
+)
+def delete_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> None:
+    """Delete one of the tenant's backups (idempotent)."""
+    operations.delete_backup(ctx, tenant, filename)
+    get_run_logger().info("tenant %s: deleted %s", tenant.id, filename)
