@@ -1,0 +1,223 @@
+"""Registry -> the deployments daai-backup wants on the Prefect server.
+
+Names (Prefect shows ``<flow name>/<deployment name>``):
+
+==========================  ======================================  ==========================
+deployment                  parameters                              schedule
+==========================  ======================================  ==========================
+``backup/backup-<tenant>``  ``{tenant, label: <frequency>}``        Interval, tenant's frequency
+``restore/restore``         given per run (tenant, file, actor...)  none
+``retention/retention``     given per run (tenant, dry_run)         none
+``retention-sweep/...``     none                                    daily, 04:00 default tz
+``sync-schedules/...``      ``{work_pool}``                         hourly
+==========================  ======================================  ==========================
+
+One backup deployment per tenant keeps "Backup Now", the run history and pausing per tenant
+in Prefect's UI; restore and retention are one deployment each because their runs always say
+which tenant. Every deployment carries the :data:`MANAGED_TAG`, which is how sync knows what
+it may delete.
+
+:func:`desired_specs` is pure (no server, no flow import); :func:`to_runner` turns a spec
+into Prefect's ``RunnerDeployment`` given the flow objects (:func:`load_flows`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+from prefect.deployments.runner import RunnerDeployment
+from prefect.schedules import Schedule
+
+from daai_backup.errors import ConfigError
+from daai_backup.settings import Settings
+from daai_backup.tenants import Tenant
+from deployments import schedules
+
+if TYPE_CHECKING:
+    from prefect import Flow
+
+MANAGED_TAG: Final = "daai-backup"
+"""Every deployment this product creates carries it; sync deletes only tagged ones."""
+
+BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC = (
+    "backup",
+    "restore",
+    "retention",
+    "retention-sweep",
+    "sync-schedules",
+)
+ROLES: Final = (BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC)
+
+FLOW_OBJECTS: Final[dict[str, str]] = {
+    BACKUP: "flows.backup:backup",
+    RESTORE: "flows.restore:restore",
+    RETENTION: "flows.retention:retention",
+    RETENTION_SWEEP: "flows.retention:retention_sweep",
+    SYNC: "flows.sync:sync_schedules",
+}
+"""Where each role's flow object lives (``module:attribute``)."""
+
+RETENTION_SWEEP_HOUR: Final = 4
+"""The daily sweep runs at 04:00 in the default time zone, after the backup window."""
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """One deployment as daai-backup wants it; compared field by field by sync."""
+
+    role: str
+    name: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    schedules: tuple[Schedule, ...] = ()
+    tags: tuple[str, ...] = ()
+    paused: bool = False
+    description: str = ""
+    tenant: str | None = None
+
+
+def backup_deployment_name(tenant_id: str) -> str:
+    return f"backup-{tenant_id}"
+
+
+def tenant_spec(tenant: Tenant, *, settings: Settings, now: datetime) -> DeploymentSpec:
+    """The backup deployment of one tenant at ``now`` (override applied, pause if suspended).
+
+    Raises ``ConfigError`` naming the tenant when its frequency is not allowed in its
+    environment (``daily`` is sandbox only).
+    """
+    label = tenant.active_frequency(now)
+    try:
+        schedule = schedules.backup_schedule(
+            tenant,
+            label,
+            default_timezone=settings.timezone,
+            spread_minutes=settings.schedule_spread_minutes,
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"tenant {tenant.id!r}: {exc}") from None
+    suspended = tenant.subscription == "suspended"
+    until = ""
+    override = tenant.frequency_override
+    if override is not None and label == override.frequency and now < override.until:
+        until = f" (override until {override.until.isoformat()}, then {tenant.frequency})"
+    return DeploymentSpec(
+        role=BACKUP,
+        name=backup_deployment_name(tenant.id),
+        parameters={"tenant": tenant.id, "label": label},
+        schedules=(schedule,),
+        tags=(
+            MANAGED_TAG,
+            f"tenant:{tenant.id}",
+            f"frequency:{label}",
+            f"env:{tenant.environment}",
+        ),
+        paused=suspended,
+        description=(
+            f"Backups of {tenant.workspace_name} ({tenant.id}): {label}{until}"
+            + (", paused: subscription suspended" if suspended else "")
+        ),
+        tenant=tenant.id,
+    )
+
+
+def operation_specs(settings: Settings, *, work_pool: str | None) -> list[DeploymentSpec]:
+    """The tenant-independent deployments: restore, retention, the sweep and the sync."""
+    return [
+        DeploymentSpec(
+            role=RESTORE,
+            name=RESTORE,
+            tags=(MANAGED_TAG, "operation:restore"),
+            description="Restore a tenant's backup (takes a pre-restore safety backup first).",
+        ),
+        DeploymentSpec(
+            role=RETENTION,
+            name=RETENTION,
+            tags=(MANAGED_TAG, "operation:retention"),
+            description="Apply the retention policy to one tenant (dry_run to preview).",
+        ),
+        DeploymentSpec(
+            role=RETENTION_SWEEP,
+            name=RETENTION_SWEEP,
+            schedules=(
+                schedules.daily_schedule(
+                    RETENTION_SWEEP_HOUR, settings.timezone, slug="retention-sweep-daily"
+                ),
+            ),
+            tags=(MANAGED_TAG, "operation:retention"),
+            description="Apply retention to every tenant, once a day.",
+        ),
+        DeploymentSpec(
+            role=SYNC,
+            name=SYNC,
+            parameters={"work_pool": work_pool},
+            schedules=(schedules.hourly_schedule(slug="sync-schedules-hourly"),),
+            tags=(MANAGED_TAG, "operation:sync"),
+            description=(
+                "Re-apply the tenant registry to the deployments every hour (overrides expire, "
+                "suspended tenants pause)."
+            ),
+        ),
+    ]
+
+
+def desired_specs(
+    tenants: Iterable[Tenant],
+    *,
+    settings: Settings,
+    now: datetime | None = None,
+    work_pool: str | None = None,
+) -> list[DeploymentSpec]:
+    """Every deployment daai-backup wants for ``tenants`` at ``now``."""
+    now = now or datetime.now(UTC)
+    specs = operation_specs(settings, work_pool=work_pool)
+    specs.extend(tenant_spec(tenant, settings=settings, now=now) for tenant in tenants)
+    return specs
+
+
+def load_flows() -> dict[str, Flow[..., Any]]:
+    """Import each role's flow object (the flows package lands separately from this one)."""
+    flows: dict[str, Flow[..., Any]] = {}
+    for role, ref in FLOW_OBJECTS.items():
+        module_name, attribute = ref.split(":")
+        try:
+            module = importlib.import_module(module_name)
+            flows[role] = getattr(module, attribute)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(
+                f"flow {ref} cannot be loaded ({exc}): is the code complete?"
+            ) from exc
+    return flows
+
+
+def to_runner(
+    spec: DeploymentSpec, flows: Mapping[str, Flow[..., Any]], *, work_pool: str | None = None
+) -> RunnerDeployment:
+    """Prefect's deployment object for ``spec`` (apply it, or pass it to ``serve``)."""
+    flow = flows[spec.role]
+    runner = flow.to_deployment(
+        name=spec.name,
+        schedules=list(spec.schedules),
+        parameters=dict(spec.parameters),
+        tags=list(spec.tags),
+        paused=spec.paused,
+        description=spec.description,
+        work_pool_name=work_pool,
+    )
+    assert isinstance(runner, RunnerDeployment)  # the sync form (not awaited)
+    return runner
+
+
+__all__ = [
+    "MANAGED_TAG",
+    "DeploymentSpec",
+    "backup_deployment_name",
+    "desired_specs",
+    "load_flows",
+    "operation_specs",
+    "tenant_spec",
+    "to_runner",
+]

@@ -1,0 +1,53 @@
+"""Stand-in flows with the real flows' names and signatures, and a registry builder.
+
+Sync and schedule tests exercise the Prefect API, not the engine, so they register these
+instead of importing ``flows/`` (whose bodies need MongoDB and storage).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import Flow, flow
+
+from daai_backup.tenants import TenantRegistry
+
+
+@flow(name="backup")
+def backup(
+    tenant: str, label: str = "manual", actor: str | None = None, note: str | None = None
+) -> None:
+    """Stand-in for flows.backup.backup."""
+
+
+@flow(name="restore")
+def restore(tenant: str, file: str, actor: str, confirm_workspace_name: str | None = None) -> None:
+    """Stand-in for flows.restore.restore."""
+
+
+@flow(name="retention")
+def retention(tenant: str, dry_run: bool = False) -> None:
+    """Stand-in for flows.retention.retention."""
+
+
+@flow(name="retention-sweep")
+def retention_sweep() -> None:
+    """Stand-in for flows.retention.retention_sweep."""
+
+
+@flow(name="sync-schedules")
+def sync_schedules(work_pool: str | None = None) -> None:
+    """Stand-in for flows.sync.sync_schedules."""
+
+
+FLOWS: dict[str, Flow[..., Any]] = {
+    "backup": backup,
+    "restore": restore,
+    "retention": retention,
+    "retention-sweep": retention_sweep,
+    "sync-schedules": sync_schedules,
+}
+
+
+def registry(*tenants: dict[str, Any]) -> TenantRegistry:
+    return TenantRegistry.from_data({"tenants": list(tenants)})

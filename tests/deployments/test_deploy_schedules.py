@@ -1,0 +1,183 @@
+"""Schedules from the frequency table: next run times, DST, offsets, overrides, refusals.
+
+Next run times come from Prefect's own server-side schedule model (what its scheduler
+service creates), so these tests measure Prefect's behaviour, not a re-implementation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from deploy_helpers import registry
+
+from daai_backup.errors import ConfigError, TenantsFileInvalid
+from daai_backup.settings import Settings
+from daai_backup.tenants import Tenant
+from deployments import schedules
+from deployments.build import desired_specs, tenant_spec
+
+KOLKATA = ZoneInfo("Asia/Kolkata")
+
+
+def _tenant(**fields: object) -> Tenant:
+    data: dict[str, object] = {"id": "acme-hr", "workspace_name": "Acme HR"}
+    data.update(fields)
+    return Tenant.model_validate(data)
+
+
+def _runs(tenant: Tenant, label: str, after: datetime, count: int) -> list[datetime]:
+    schedule = schedules.backup_schedule(
+        tenant, label, default_timezone="Asia/Kolkata", spread_minutes=120
+    )
+    return schedules.next_run_times(schedule, after, count)
+
+
+@pytest.mark.parametrize(
+    ("label", "step"),
+    [
+        ("monthly", timedelta(days=30)),
+        ("15-day", timedelta(days=15)),
+        ("7-day", timedelta(days=7)),
+        ("3-day", timedelta(days=3)),
+        ("24-hour", timedelta(hours=24)),
+    ],
+)
+def test_true_intervals_across_a_month_boundary(label: str, step: timedelta) -> None:
+    tenant = _tenant()
+    offset = schedules.offset_minutes("acme-hr", 120)
+    runs = _runs(tenant, label, datetime(2026, 1, 20, tzinfo=UTC), 6)
+    # Every gap is exactly the interval (Kolkata has no DST), across Jan->Feb->Mar.
+    assert all(b - a == step for a, b in itertools.pairwise(runs))
+    assert runs[-1].month > 1 or label == "24-hour"
+    for run in runs:
+        local = run.astimezone(KOLKATA)
+        assert (local.hour, local.minute) == divmod(60 + offset, 60)
+    # The rhythm comes from the fixed anchor: (run - anchor) is a whole number of steps.
+    anchor = schedules.anchor_date(tenant, default_timezone="Asia/Kolkata", spread_minutes=120)
+    assert all((run - anchor) % step == timedelta(0) for run in runs)
+
+
+def test_three_day_does_not_restart_on_the_first() -> None:
+    """A cron ``*/3`` fires on the 31st and then the 1st; the interval keeps 3 days."""
+    runs = _runs(_tenant(), "3-day", datetime(2026, 1, 25, tzinfo=UTC), 4)
+    days = [r.astimezone(KOLKATA).date() for r in runs]
+    assert [(b - a).days for a, b in itertools.pairwise(days)] == [3, 3, 3]
+    assert any(d.month == 2 for d in days)
+
+
+@pytest.mark.parametrize(
+    ("zone", "after", "switch_day"),
+    [
+        ("America/New_York", datetime(2026, 3, 5, tzinfo=UTC), 8),  # spring forward, Mar 8
+        ("America/New_York", datetime(2026, 10, 29, tzinfo=UTC), 1),  # fall back, Nov 1
+        ("Europe/Berlin", datetime(2026, 3, 26, tzinfo=UTC), 29),  # Mar 29
+        ("Europe/Berlin", datetime(2026, 10, 22, tzinfo=UTC), 25),  # Oct 25
+    ],
+)
+def test_24_hour_keeps_local_time_across_dst(zone: str, after: datetime, switch_day: int) -> None:
+    tenant = _tenant(timezone=zone)
+    offset = schedules.offset_minutes("acme-hr", 120)
+    runs = _runs(tenant, "24-hour", after, 7)
+    local = [r.astimezone(ZoneInfo(zone)) for r in runs]
+    assert {(t.hour, t.minute) for t in local} == {divmod(60 + offset, 60)}
+    # One run per calendar day, including the switch day (no double run on the fall back).
+    dates = [t.date() for t in local]
+    assert len(set(dates)) == len(dates) == 7
+    assert any(d.day == switch_day for d in dates)
+    # So the elapsed time on the switch day is 23 or 25 hours, the others exactly 24.
+    gaps = sorted({b - a for a, b in itertools.pairwise(runs)})
+    assert timedelta(hours=24) in gaps
+    assert len(gaps) == 2
+    assert gaps[0] in (timedelta(hours=23), timedelta(hours=24))
+
+
+def test_seven_day_across_dst_in_new_york() -> None:
+    runs = _runs(
+        _tenant(timezone="America/New_York"), "7-day", datetime(2026, 2, 20, tzinfo=UTC), 4
+    )
+    local = [r.astimezone(ZoneInfo("America/New_York")) for r in runs]
+    assert len({(t.hour, t.minute) for t in local}) == 1
+    assert all((b.date() - a.date()).days == 7 for a, b in itertools.pairwise(local))
+
+
+def test_offsets_are_stable_and_spread() -> None:
+    ids = [f"tenant-{i}" for i in range(2000)]
+    offsets = [schedules.offset_minutes(t, 120) for t in ids]
+    assert offsets == [schedules.offset_minutes(t, 120) for t in ids]  # stable
+    assert schedules.offset_minutes("acme-hr", 120) == schedules.offset_minutes("acme-hr", 120)
+    assert all(0 <= o < 120 for o in offsets)
+    # Spread: every 10-minute bucket of the 2-hour window gets roughly 1/12 of the tenants.
+    buckets = [0] * 12
+    for o in offsets:
+        buckets[o // 10] += 1
+    assert min(buckets) > 2000 / 12 * 0.7
+    assert max(buckets) < 2000 / 12 * 1.3
+    assert abs(statistics.mean(offsets) - 59.5) < 5
+    assert schedules.offset_minutes("acme-hr", 0) == 0
+
+
+def test_schedule_shape_slug_and_anchor() -> None:
+    tenant = _tenant(timezone="Europe/Berlin", frequency="7-day")
+    schedule = schedules.backup_schedule(
+        tenant, "7-day", default_timezone="Asia/Kolkata", spread_minutes=120
+    )
+    assert schedule.slug == "acme-hr-7-day"
+    assert schedule.timezone == "Europe/Berlin"
+    assert schedule.interval == timedelta(days=7)
+    assert schedule.anchor_date.date() == schedules.EPOCH
+    assert schedule.anchor_date.utcoffset() == timedelta(hours=1)
+    default_zone = schedules.backup_schedule(
+        _tenant(), "15-day", default_timezone="Asia/Kolkata", spread_minutes=120
+    )
+    assert default_zone.timezone == "Asia/Kolkata"
+
+
+def test_spec_parameters_tags_and_pause(settings: Settings) -> None:
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    spec = tenant_spec(
+        _tenant(environment="sandbox", frequency="daily", subscription="suspended"),
+        settings=settings,
+        now=now,
+    )
+    assert spec.name == "backup-acme-hr"
+    assert spec.parameters == {"tenant": "acme-hr", "label": "daily"}
+    assert set(spec.tags) == {"daai-backup", "tenant:acme-hr", "frequency:daily", "env:sandbox"}
+    assert spec.paused is True
+
+
+def test_override_applies_until_it_expires(settings: Settings) -> None:
+    until = datetime(2026, 7, 1, tzinfo=UTC)
+    tenant = _tenant(frequency_override={"frequency": "24-hour", "until": until.isoformat()})
+    during = tenant_spec(tenant, settings=settings, now=until - timedelta(minutes=1))
+    after = tenant_spec(tenant, settings=settings, now=until)
+    assert during.parameters["label"] == "24-hour"
+    assert during.schedules[0].slug == "acme-hr-24-hour"
+    assert "override until" in during.description
+    assert after.parameters["label"] == "15-day"
+    assert after.schedules[0].slug == "acme-hr-15-day"
+    assert after.schedules[0].anchor_date == during.schedules[0].anchor_date
+
+
+def test_daily_on_production_is_refused_clearly(settings: Settings) -> None:
+    with pytest.raises(TenantsFileInvalid, match=r"'acme-hr'.*sandbox workspaces only"):
+        registry({"id": "acme-hr", "workspace_name": "Acme", "frequency": "daily"})
+    # A tenant built around the registry's check is still refused, naming the tenant.
+    tenant = _tenant().model_copy(update={"frequency": "daily"})
+    with pytest.raises(ConfigError, match=r"tenant 'acme-hr': .*sandbox workspaces only"):
+        desired_specs([tenant], settings=settings, now=datetime.now(UTC))
+
+
+def test_operation_deployments(settings: Settings) -> None:
+    specs = {s.name: s for s in desired_specs([], settings=settings, work_pool="pool-a")}
+    assert set(specs) == {"restore", "retention", "retention-sweep", "sync-schedules"}
+    assert specs["restore"].schedules == ()
+    assert specs["retention"].schedules == ()
+    sweep = specs["retention-sweep"].schedules[0]
+    assert sweep.interval == timedelta(days=1)
+    assert sweep.anchor_date.hour == 4
+    assert specs["sync-schedules"].schedules[0].interval == timedelta(hours=1)
+    assert specs["sync-schedules"].parameters == {"work_pool": "pool-a"}
