@@ -215,4 +215,3 @@ class LocalStorage(Storage):
         usage = shutil.disk_usage(probe)
         if usage.free == 0:
             raise StorageError(f"the disk holding {self._root} is full: free space on it")
-
