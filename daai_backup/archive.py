@@ -263,6 +263,8 @@ class EncryptingWriter(io.BufferedIOBase, BinaryIO):
         _segment_size: int = DEFAULT_SEGMENT_SIZE,
     ) -> None:
         super().__init__()
+        self._sink = sink
+        self._buf = bytearray()
         validate_tenant_id(tenant_id)
         if not 0 < _segment_size <= MAX_SEGMENT_SIZE:
             raise ValueError(f"segment size must be 1..{MAX_SEGMENT_SIZE}")
@@ -278,11 +280,9 @@ class EncryptingWriter(io.BufferedIOBase, BinaryIO):
             nonce_prefix=nonce_prefix,
             tenant_id=tenant_id,
         )
-        self._sink = sink
         self._aead = _segment_aead(derive_tenant_key(key, tenant_id), salt, header)
         self._nonce_prefix = nonce_prefix
         self._segment_size = _segment_size
-        self._buf = bytearray()
         self._index = 0
         self._sealed = False
         _write_all(sink, header)
