@@ -103,15 +103,24 @@ class CollectionMetadata:
             if not (isinstance(db, str) and isinstance(collection, str) and isinstance(text, str)):
                 raise TypeError("db, collection and metadata must be strings")
             meta = json_util.loads(text, json_options=CANONICAL_JSON) if text else {}
-            kind = doc.get("type") or meta.get("type") or "collection"
-            if kind not in ("collection", "view", "timeseries"):
-                raise ValueError(f"unknown collection type {kind!r}")
+            raw_kind = doc.get("type") or meta.get("type") or "collection"
+            kind: CollectionType
+            if raw_kind == "view":
+                kind = "view"
+            elif raw_kind == "timeseries":
+                kind = "timeseries"
+            elif raw_kind == "collection":
+                kind = "collection"
+            else:
+                raise ValueError(f"unknown collection type {raw_kind!r}")
             options = meta.get("options") or {}
             indexes = meta.get("indexes") or []
             uuid = meta.get("uuid")
             size = doc.get("size", 0)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ArchiveCorrupt(f"archive has an unreadable collection metadata entry: {exc}") from exc
+            raise ArchiveCorrupt(
+                f"archive has an unreadable collection metadata entry: {exc}"
+            ) from exc
         return cls(
             db=db,
             collection=collection,
@@ -161,7 +170,9 @@ class ArchiveWriter:
         self._sink.write(data)
         self.bytes_written += len(data)
 
-    def write_prelude(self, header: ArchiveHeader, collections: Sequence[CollectionMetadata]) -> None:
+    def write_prelude(
+        self, header: ArchiveHeader, collections: Sequence[CollectionMetadata]
+    ) -> None:
         """Magic, header document, one metadata document per collection, terminator."""
         self._write(MAGIC_BYTES)
         self._write(
@@ -180,7 +191,9 @@ class ArchiveWriter:
 
     def write_segment(self, db: str, collection: str, documents: bytes | memoryview) -> None:
         """One data segment: namespace header, the concatenated raw documents, terminator."""
-        self._write(bson.encode({"db": db, "collection": collection, "EOF": False, "CRC": Int64(0)}))
+        self._write(
+            bson.encode({"db": db, "collection": collection, "EOF": False, "CRC": Int64(0)})
+        )
         if documents:
             self._write(documents)
         self._write(TERMINATOR_BYTES)
@@ -188,7 +201,9 @@ class ArchiveWriter:
     def write_eof(self, db: str, collection: str, crc: int) -> None:
         """The EOF block of a namespace; ``crc`` is the unsigned CRC-64/XZ of its documents."""
         self._write(
-            bson.encode({"db": db, "collection": collection, "EOF": True, "CRC": Int64(to_signed(crc))})
+            bson.encode(
+                {"db": db, "collection": collection, "EOF": True, "CRC": Int64(to_signed(crc))}
+            )
         )
         self._write(TERMINATOR_BYTES)
 
@@ -268,7 +283,9 @@ class ArchiveReader:
             length = self._read_length(allow_terminator=True)
             if length == TERMINATOR:
                 break
-            collections.append(CollectionMetadata.from_document(self._read_bson(length, "metadata")))
+            collections.append(
+                CollectionMetadata.from_document(self._read_bson(length, "metadata"))
+            )
         self.collections = collections
         self._consumed = False
 
@@ -289,7 +306,9 @@ class ArchiveReader:
         at = self._in.offset - 4
         body = self._in.read(length - 4)
         if body[-1] != 0:
-            raise ArchiveCorrupt(f"archive is corrupt at byte {at}: a document does not end in 0x00")
+            raise ArchiveCorrupt(
+                f"archive is corrupt at byte {at}: a document does not end in 0x00"
+            )
         return _INT32.pack(length) + body
 
     def _read_bson(self, length: int, what: str) -> dict[str, Any]:
@@ -321,11 +340,19 @@ class ArchiveReader:
                 )
             head = self._read_bson(length, "namespace header")
             db, collection, eof = head.get("db"), head.get("collection"), head.get("EOF")
-            if not isinstance(db, str) or not isinstance(collection, str) or not isinstance(eof, bool):
-                raise ArchiveCorrupt(f"archive is corrupt at byte {at}: bad namespace header {head!r}")
+            if (
+                not isinstance(db, str)
+                or not isinstance(collection, str)
+                or not isinstance(eof, bool)
+            ):
+                raise ArchiveCorrupt(
+                    f"archive is corrupt at byte {at}: bad namespace header {head!r}"
+                )
             ns = (db, collection)
             if ns in ended:
-                raise ArchiveCorrupt(f"archive is corrupt: data for {db}.{collection} after its EOF block")
+                raise ArchiveCorrupt(
+                    f"archive is corrupt: data for {db}.{collection} after its EOF block"
+                )
             crc = crcs.setdefault(ns, Crc64())
             count = counts.setdefault(ns, [0, 0])
             if eof:

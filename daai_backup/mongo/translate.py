@@ -25,7 +25,8 @@ def _bulk_message(exc: BulkWriteError) -> str:
         first = errors[0]
         code = first.get("code")
         prefix = "duplicate key" if code == DUPLICATE_KEY else f"write error {code}"
-        return f"{prefix} ({len(errors)} failed write(s)), first: {one_line(Exception(first.get('errmsg', '')))}"
+        first_message = one_line(Exception(first.get("errmsg", "")))
+        return f"{prefix} ({len(errors)} failed write(s)), first: {first_message}"
     return one_line(exc)
 
 
