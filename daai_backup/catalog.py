@@ -123,7 +123,11 @@ def render_table(entries: Sequence[BackupEntry], tz: str, title: str | None = No
     """A rich table for the terminal, newest first."""
     table = Table(title=title)
     for column in COLUMNS:
-        table.add_column(column, justify="right" if column == "Size" else "left")
+        table.add_column(
+            column,
+            justify="right" if column == "Size" else "left",
+            no_wrap=column == "File",  # people copy the file name into restore commands
+        )
     for row in to_artifact_rows(entries, tz):
         table.add_row(*(row[c] for c in COLUMNS))
     return table

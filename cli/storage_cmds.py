@@ -1,0 +1,77 @@
+"""Commands about a tenant's stored backups: list, hold, release, usage."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from cli.app import app, console, guarded
+from cli.context import engine
+from daai_backup.catalog import render_table, to_json_records
+from daai_backup.operations import describe_backup, list_backups
+from daai_backup.policy import SCHEDULE_HOUR
+from daai_backup.quota import QuotaReport
+
+TenantOption = Annotated[str, typer.Option("--tenant", "-t", help="the tenant id")]
+FileOption = Annotated[str, typer.Option("--file", "-f", help="a backup file name from `list`")]
+
+
+@app.command("list")
+@guarded
+def list_(
+    tenant: TenantOption,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """The tenant's backups, newest first, times in the tenant's time zone."""
+    ctx = engine()
+    record = ctx.tenant(tenant)
+    entries = list_backups(ctx, record)
+    tz = ctx.timezone(record)
+    if as_json:
+        typer.echo(json.dumps(to_json_records(entries, tz), indent=2, ensure_ascii=False))
+        return
+    if not entries:
+        console.print(
+            f"No backups yet for {tenant}. The first scheduled backup runs at "
+            f"{SCHEDULE_HOUR:02d}:00 {tz} time; `daai-backup backup --tenant {tenant}` "
+            "takes one now.",
+            highlight=False,
+        )
+        return
+    console.print(render_table(entries, tz, title=f"Backups of {record.workspace_name}"))
+
+
+@app.command()
+@guarded
+def hold(tenant: TenantOption, file: FileOption) -> None:
+    """Pin a backup: retention never deletes a held backup."""
+    ctx = engine()
+    record = ctx.tenant(tenant)
+    describe_backup(ctx, record, file)
+    ctx.folder(record).hold(file)
+    console.print(f"held {file}: retention will keep it until `release`", highlight=False)
+
+
+@app.command()
+@guarded
+def release(tenant: TenantOption, file: FileOption) -> None:
+    """Unpin a held backup: it returns to the retention pool."""
+    ctx = engine()
+    record = ctx.tenant(tenant)
+    describe_backup(ctx, record, file)
+    ctx.folder(record).release(file)
+    console.print(f"released {file}: retention applies to it again", highlight=False)
+
+
+@app.command()
+@guarded
+def usage(tenant: TenantOption) -> None:
+    """Storage the tenant's root uses, against its quota."""
+    ctx = engine()
+    record = ctx.tenant(tenant)
+    folder = ctx.folder(record)
+    report = QuotaReport.from_quota_mb(folder.usage_bytes(), record.storage_quota_mb)
+    count = len(folder.entries())
+    console.print(f"{tenant}: {report.describe()} in {count} backup(s) at {folder.url}")

@@ -1,0 +1,120 @@
+"""The CLI: exit codes, one-line messages, and what each command prints."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from pathlib import Path
+
+from bson import ObjectId
+
+from daai_backup.operations import backup_tenant, load_context
+
+
+def _one_line_error(result, fragment: str) -> None:
+    assert result.exit_code == 1, result.output
+    out = result.output.strip()
+    assert out.startswith("error:"), out
+    assert fragment in out, out
+    assert "Traceback" not in out
+
+
+def _backup(mongo_client, db_name: str, note: str | None = None) -> str:
+    mongo_client[db_name].people.insert_many([{"_id": ObjectId(), "n": i} for i in range(20)])
+    ctx = load_context()
+    return backup_tenant(ctx, ctx.tenant("acme"), "manual", note=note).entry.file
+
+
+def test_keygen_prints_a_valid_key(run_cli) -> None:
+    result = run_cli("keygen")
+    assert result.exit_code == 0
+    key = result.stdout.strip().splitlines()[0]
+    assert len(base64.b64decode(key, validate=True)) == 32
+
+
+def test_doctor_reports_each_check_and_fails_without_a_key(cli_env, run_cli, monkeypatch) -> None:
+    ok = run_cli("doctor")
+    assert ok.exit_code == 0, ok.output
+    lines = ok.output.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["ok"] * 4
+    monkeypatch.delenv("BACKUP_ENCRYPTION_KEY")
+    monkeypatch.setenv(
+        "DAAI_BACKUP_MONGODB_URI", "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300"
+    )
+    bad = run_cli("doctor")
+    assert bad.exit_code == 1
+    text = bad.output
+    assert "FAIL encryption key: BACKUP_ENCRYPTION_KEY is not set" in text
+    assert "FAIL mongodb: cannot reach MongoDB" in text
+    assert "ok   tenants file" in text
+
+
+def test_doctor_names_a_malformed_key(cli_env, run_cli, monkeypatch) -> None:
+    monkeypatch.setenv("BACKUP_ENCRYPTION_KEY", "c2hvcnQ=")
+    result = run_cli("doctor")
+    assert result.exit_code == 1
+    assert "FAIL encryption key" in result.output
+    assert "32" in result.output
+
+
+def test_list_inspect_decrypt_and_usage(cli_env, run_cli, mongo_client, mongo_db_name) -> None:
+    empty = run_cli("list", "--tenant", "acme")
+    assert empty.exit_code == 0
+    assert "No backups yet" in empty.output
+    assert "01:00" in empty.output
+    assert "daai-backup backup --tenant acme" in empty.output
+
+    file = _backup(mongo_client, mongo_db_name, note="before the audit")
+    listed = json.loads(run_cli("list", "--tenant", "acme", "--json").stdout)
+    assert [row["file"] for row in listed] == [file]
+    assert listed[0]["note"] == "before the audit"
+    assert listed[0]["encrypted"] is True
+    assert listed[0]["taken_at"].endswith(("+01:00", "+02:00"))  # Europe/Berlin
+    table = run_cli("list", "--tenant", "acme")
+    assert file[:20] in table.output
+
+    path = cli_env / "storage" / "acme" / "db-backups" / file
+    info = json.loads(run_cli("inspect", str(path), "--json").stdout)
+    assert info["tenant"] == "acme"
+    assert info["encrypted"] is True
+    assert len(info["key_fingerprint"]) == 16
+
+    out = cli_env / "plain.gz"
+    result = run_cli("decrypt", str(path), "--tenant", "acme", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    assert gzip.decompress(out.read_bytes())[:4] == bytes.fromhex("6de29981")
+
+    wrong = run_cli("decrypt", str(path), "--tenant", "beta", "--output", str(cli_env / "x.gz"))
+    _one_line_error(wrong, "belongs to tenant 'acme'")
+    assert not (cli_env / "x.gz").exists()
+
+    usage = run_cli("usage", "--tenant", "acme")
+    assert usage.exit_code == 0
+    assert "of 50 MB" in usage.output
+
+
+def test_hold_and_release(cli_env, run_cli, mongo_client, mongo_db_name) -> None:
+    file = _backup(mongo_client, mongo_db_name)
+    assert run_cli("hold", "--tenant", "acme", "--file", file).exit_code == 0
+    assert json.loads(run_cli("list", "--tenant", "acme", "--json").stdout)[0]["held"] is True
+    assert run_cli("release", "--tenant", "acme", "--file", file).exit_code == 0
+    assert json.loads(run_cli("list", "--tenant", "acme", "--json").stdout)[0]["held"] is False
+    _one_line_error(run_cli("hold", "--tenant", "beta", "--file", file), "not a backup of tenant")
+    _one_line_error(run_cli("hold", "--tenant", "acme", "--file", "../beta/x"), "")
+
+
+def test_bad_input_is_one_line(cli_env, run_cli, tmp_path: Path, monkeypatch) -> None:
+    _one_line_error(run_cli("list", "--tenant", "nope"), "unknown tenant 'nope'")
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"hello world")
+    _one_line_error(run_cli("inspect", str(junk)), "not a backup archive")
+    _one_line_error(run_cli("inspect", str(tmp_path / "missing.gz.enc")), "no such file")
+    (cli_env / "tenants.yaml").write_text("tenants:\n  - id: Bad\n    workspace_name: x\n")
+    _one_line_error(run_cli("list", "--tenant", "acme"), "tenant 'Bad': field 'id'")
+    monkeypatch.setenv("BACKUP_ENCRYPTION_KEY", "!!!")
+    (cli_env / "tenants.yaml").write_text("tenants: []\n")
+    _one_line_error(
+        run_cli("decrypt", str(junk), "--tenant", "acme", "--output", str(tmp_path / "o")),
+        "BACKUP_ENCRYPTION_KEY",
+    )
