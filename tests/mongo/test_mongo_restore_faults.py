@@ -1,0 +1,232 @@
+"""Bad input and faults: the live database is unchanged, or a re-run finishes the restore."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from archive_builder import ArchiveBuilder, metadata_string
+from mongo_state import db_state, dump_bytes
+from pymongo import MongoClient
+
+from daai_backup.errors import ArchiveCorrupt, DatabaseError, TransientDatabaseError
+from daai_backup.mongo import RestoreProgress, restore_database
+from daai_backup.mongo.restore import _SimulatedCrash
+
+PREFIX = "__daai_restore."
+
+
+def _user_state(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in state.items() if not k.startswith(PREFIX)}
+
+
+@pytest.fixture
+def scenario(
+    mongo_client: MongoClient[Any], mongo_db_name: str
+) -> tuple[str, bytes, dict[str, Any], dict[str, Any]]:
+    """(db, snapshot archive, snapshot state, live state that differs from it)."""
+    db = mongo_client[mongo_db_name]
+    db.create_collection("checked", validator={"n": {"$type": "int"}})
+    db.checked.insert_many([{"n": n} for n in range(20)])
+    db.users.insert_many([{"_id": i, "name": f"u{i}"} for i in range(30)])
+    db.users.create_index("name", unique=True)
+    db.create_collection("named", viewOn="users", pipeline=[{"$project": {"name": 1}}])
+    db.gone_later.insert_one({"x": 1})
+    archive = dump_bytes(mongo_client, mongo_db_name)
+    snapshot = db_state(mongo_client, mongo_db_name)
+    db.users.update_many({"_id": {"$lt": 10}}, {"$set": {"changed": True}})
+    db.users.delete_many({"_id": {"$gte": 25}})
+    db.checked.drop()
+    db.gone_later.drop()
+    db.extra.insert_many([{"e": i} for i in range(3)])
+    live = db_state(mongo_client, mongo_db_name)
+    assert live != snapshot
+    return mongo_db_name, archive, snapshot, live
+
+
+def test_corrupt_archive_leaves_live_unchanged(
+    mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
+) -> None:
+    name, archive, _, live = scenario
+    data = bytearray(archive)
+    data[data.index(b"u27") + 1] ^= 0x20  # a document of the last data namespace
+    with pytest.raises(ArchiveCorrupt, match="CRC mismatch"):
+        restore_database(mongo_client, name, io.BytesIO(bytes(data)))
+    assert db_state(mongo_client, name) == live
+
+
+def test_truncated_archive_leaves_live_unchanged(
+    mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
+) -> None:
+    name, archive, _, live = scenario
+    with pytest.raises(ArchiveCorrupt, match="truncated"):
+        restore_database(mongo_client, name, io.BytesIO(archive[: len(archive) - 50]))
+    assert db_state(mongo_client, name) == live
+
+
+def test_collection_name_the_server_refuses(
+    mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
+) -> None:
+    name, _, _, live = scenario
+    b = ArchiveBuilder(name).metadata("ok", metadata_string("ok"))
+    b.metadata("bad$name", metadata_string("bad$name")).term()
+    b.segment("ok", [{"_id": 1}]).eof("ok").segment("bad$name", [{"_id": 1}]).eof("bad$name")
+    with pytest.raises(DatabaseError, match=r"bad\$name"):
+        restore_database(mongo_client, name, io.BytesIO(b.build()))
+    assert db_state(mongo_client, name) == live
+
+
+def test_reserved_collection_name_is_refused(
+    mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
+) -> None:
+    name, _, _, live = scenario
+    b = ArchiveBuilder(name).metadata("system.js", metadata_string("system.js")).term()
+    b.segment("system.js", []).eof("system.js")
+    with pytest.raises(DatabaseError, match="reserved"):
+        restore_database(mongo_client, name, io.BytesIO(b.build()))
+    assert db_state(mongo_client, name) == live
+
+
+def test_duplicate_id_in_archive(
+    mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
+) -> None:
+    name, _, _, live = scenario
+    b = ArchiveBuilder(name).metadata("users", metadata_string("users")).term()
+    b.segment("users", [{"_id": 1, "a": 1}, {"_id": 2}, {"_id": 1, "a": 2}]).eof("users")
+    with pytest.raises(DatabaseError, match="duplicate key"):
+        restore_database(mongo_client, name, io.BytesIO(b.build()))
+    assert db_state(mongo_client, name) == live
+
+
+def test_unique_index_violation_in_archive(
+    mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
+) -> None:
+    name, _, _, live = scenario
+    indexes = (
+        '[{"v":{"$numberInt":"2"},"key":{"_id":{"$numberInt":"1"}},"name":"_id_"},'
+        '{"v":{"$numberInt":"2"},"key":{"name":{"$numberInt":"1"}},"name":"name_1",'
+        '"unique":true}]'
+    )
+    b = ArchiveBuilder(name).metadata("users", metadata_string("users", indexes=indexes)).term()
+    b.segment("users", [{"_id": 1, "name": "same"}, {"_id": 2, "name": "same"}]).eof("users")
+    with pytest.raises(DatabaseError, match=r"(?i)duplicate key"):
+        restore_database(mongo_client, name, io.BytesIO(b.build()))
+    assert db_state(mongo_client, name) == live
+
+
+@pytest.mark.parametrize("step", ["load", "indexes", "verify"])
+def test_crash_before_swap_then_rerun(
+    mongo_client: MongoClient[Any],
+    scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]],
+    step: str,
+) -> None:
+    name, archive, snapshot, live = scenario
+    with pytest.raises(_SimulatedCrash):
+        restore_database(mongo_client, name, io.BytesIO(archive), _fail_at=step)
+    after_crash = db_state(mongo_client, name)
+    assert _user_state(after_crash) == live  # nothing live touched
+    assert any(k.startswith(PREFIX) for k in after_crash)  # the crash left staging behind
+    result = restore_database(mongo_client, name, io.BytesIO(archive))
+    assert not result.resumed_interrupted_swap
+    assert db_state(mongo_client, name) == snapshot
+
+
+def test_crash_during_swap_is_finished_by_rerun(
+    mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
+) -> None:
+    name, archive, snapshot, live = scenario
+    with pytest.raises(_SimulatedCrash):
+        restore_database(mongo_client, name, io.BytesIO(archive), _fail_at="swap")
+    half = _user_state(db_state(mongo_client, name))
+    assert half not in (live, snapshot)  # really interrupted halfway
+    result = restore_database(mongo_client, name, io.BytesIO(archive))
+    assert result.resumed_interrupted_swap
+    assert db_state(mongo_client, name) == snapshot
+
+
+_KILL_SCRIPT = textwrap.dedent(
+    """
+    import io, os, sys, time
+    from pymongo import MongoClient
+    from daai_backup.mongo import restore_database
+
+    def stall(p):
+        if p.phase == "load":
+            print("LOADING", flush=True)
+            time.sleep(60)
+
+    data = open(sys.argv[3], "rb").read()
+    restore_database(MongoClient(sys.argv[1]), sys.argv[2], io.BytesIO(data), progress=stall,
+                     batch_documents=5)
+    """
+)
+
+
+def test_process_killed_while_loading_then_rerun(
+    mongo_uri: str,
+    mongo_client: MongoClient[Any],
+    scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    name, archive, snapshot, live = scenario
+    path = tmp_path / "archive.bin"
+    path.write_bytes(archive)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_SCRIPT, mongo_uri, name, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "LOADING"
+    finally:
+        proc.kill()  # SIGKILL: no cleanup runs
+        proc.wait()
+    assert _user_state(db_state(mongo_client, name)) == live
+    restore_database(mongo_client, name, io.BytesIO(archive))
+    assert db_state(mongo_client, name) == snapshot
+
+
+def test_server_going_away_mid_restore(tmp_path: Path) -> None:
+    from secantus import SecantusDBServer
+
+    storage = tempfile.mkdtemp(dir=tmp_path)
+    server = SecantusDBServer(storage_path=storage)
+    server.start()
+    try:
+        client: MongoClient[Any] = MongoClient(server.uri, serverSelectionTimeoutMS=1500)
+        db = client.tenant
+        db.keep.insert_many([{"_id": i} for i in range(10)])
+        archive = dump_bytes(client, "tenant")
+        snapshot = db_state(client, "tenant")
+        db.keep.delete_many({"_id": {"$gte": 5}})
+        live = db_state(client, "tenant")
+
+        def stop_server(p: RestoreProgress) -> None:
+            if p.phase == "load":
+                server.stop()
+
+        with pytest.raises(TransientDatabaseError, match="unreachable"):
+            restore_database(client, "tenant", io.BytesIO(archive), progress=stop_server)
+        client.close()
+    finally:
+        server.stop()
+    server = SecantusDBServer(storage_path=storage)
+    server.start()
+    try:
+        client = MongoClient(server.uri)
+        assert _user_state(db_state(client, "tenant")) == live
+        restore_database(client, "tenant", io.BytesIO(archive))
+        assert db_state(client, "tenant") == snapshot
+        client.close()
+    finally:
+        server.stop()
+    assert os.path.isdir(storage)
