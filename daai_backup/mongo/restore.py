@@ -162,6 +162,17 @@ def _rename_keeps_options(db: Database[Any], run: str) -> bool:
     return bool(infos and (infos[0].get("options") or {}).get("validator"))
 
 
+def _swap_method(meta: CollectionMetadata, keeps_options: bool) -> str:
+    """ "rename" (metadata only) where it keeps everything; "copy" otherwise.
+
+    Time-series collections are always copied: not every server version renames them, and
+    a swap must not start what it cannot finish.
+    """
+    if meta.type == "timeseries" or (meta.options and not keeps_options):
+        return "copy"
+    return "rename"
+
+
 def _copy_over(db: Database[Any], staging: str, target: str, entry: Mapping[str, Any]) -> None:
     """Swap by copy: recreate ``target`` with its options, copy the staged data, index it."""
     options = json_util.loads(entry["options"], json_options=CANONICAL_JSON)
@@ -394,7 +405,7 @@ def _restore(
                 {
                     "staging": s.staging,
                     "target": s.meta.collection,
-                    "method": "rename" if keeps_options or not s.meta.options else "copy",
+                    "method": _swap_method(s.meta, keeps_options),
                     # Extended JSON text: validators and pipelines hold $-prefixed keys.
                     "options": _json(s.meta.options),
                     "indexes": _json(_index_specs(s.meta.indexes)),

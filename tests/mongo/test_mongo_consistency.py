@@ -1,0 +1,105 @@
+"""Snapshot vs best-effort consistency, error translation and time-series collections."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from archive_builder import ArchiveBuilder, metadata_string
+from mongo_state import db_state, dump_bytes
+from pymongo import MongoClient
+from pymongo.errors import AutoReconnect, OperationFailure, ServerSelectionTimeoutError
+
+from daai_backup.errors import DatabaseError, SnapshotTooOld, TransientDatabaseError
+from daai_backup.mongo import (
+    DocumentBatch,
+    NamespaceEnd,
+    dump_database,
+    read_archive,
+    restore_database,
+)
+from daai_backup.mongo.translate import translated
+
+
+def test_standalone_server_falls_back_to_best_effort(tmp_path: Path) -> None:
+    from secantus import SecantusDBServer
+
+    storage = tempfile.mkdtemp(dir=tmp_path)
+    with SecantusDBServer(storage_path=storage, replica_set_name=None) as server:
+        client: MongoClient[Any] = MongoClient(server.uri)
+        client.t.a.insert_many([{"_id": i} for i in range(5)])
+        sink = io.BytesIO()
+        result = dump_database(client, "t", sink)
+        assert result.consistency == "best-effort"
+        assert result.total_documents == 5
+        restore_database(client, "t2", io.BytesIO(sink.getvalue()))
+        assert client.t2.a.count_documents({}) == 5
+        client.close()
+
+
+def test_snapshot_too_old_is_explained() -> None:
+    with pytest.raises(SnapshotTooOld, match="minSnapshotHistoryWindowInSeconds"):  # noqa: SIM117
+        with translated("reading t.a"):
+            raise OperationFailure("Read timestamp is older than the oldest available", 239)
+
+
+@pytest.mark.parametrize(
+    "exc", [ServerSelectionTimeoutError("no servers\nlong topology"), AutoReconnect("reset")]
+)
+def test_connection_errors_are_transient(exc: Exception) -> None:
+    with pytest.raises(TransientDatabaseError) as info, translated("reading t.a"):
+        raise exc
+    assert info.value.transient
+    assert "\n" not in str(info.value)
+
+
+def test_other_server_errors_are_database_errors() -> None:
+    with pytest.raises(DatabaseError, match=r"reading t\.a: not authorized \(code 13\)"):  # noqa: SIM117
+        with translated("reading t.a"):
+            raise OperationFailure("not authorized", 13)
+
+
+def test_time_series_round_trip(mongo_client: MongoClient[Any], mongo_db_name: str) -> None:
+    """SecantusDB lists time-series as collections with ``timeseries`` options; both survive."""
+    src = f"{mongo_db_name}_src"
+    db = mongo_client[src]
+    db.create_collection(
+        "metrics", timeseries={"timeField": "t", "metaField": "m"}, expireAfterSeconds=3600
+    )
+    base = dt.datetime(2024, 1, 1)
+    db.metrics.insert_many(
+        [{"t": base + dt.timedelta(minutes=i), "m": {"s": i % 2}, "v": i} for i in range(12)]
+    )
+    try:
+        state = db_state(mongo_client, src)
+        restore_database(mongo_client, mongo_db_name, io.BytesIO(dump_bytes(mongo_client, src)))
+        assert db_state(mongo_client, mongo_db_name) == state
+        assert state["metrics"]["options"]["timeseries"]["timeField"] == "t"
+    finally:
+        mongo_client.drop_database(src)
+
+
+def test_reader_maps_time_series_buckets_as_mongodump_writes_them() -> None:
+    """Real mongod: metadata names the collection, data and EOF use system.buckets.<name>."""
+    options = (
+        '{"timeseries":{"timeField":"t","granularity":"seconds",'
+        '"bucketMaxSpanSeconds":{"$numberInt":"3600"}}}'
+    )
+    b = ArchiveBuilder("iot")
+    b.metadata(
+        "metrics",
+        metadata_string("metrics", options=options, indexes="[]", kind="timeseries"),
+        kind="timeseries",
+    )
+    b.term()
+    b.segment("system.buckets.metrics", [{"_id": 1, "control": {"version": 1}}])
+    b.eof("system.buckets.metrics")
+    events = list(read_archive(io.BytesIO(b.build())))
+    batches = [e for e in events if isinstance(e, DocumentBatch)]
+    ends = [e for e in events if isinstance(e, NamespaceEnd)]
+    assert [e.collection for e in batches] == ["system.buckets.metrics"]
+    assert [(e.collection, e.documents) for e in ends] == [("system.buckets.metrics", 1)]
