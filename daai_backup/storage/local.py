@@ -50,6 +50,14 @@ def _translate(exc: OSError, what: str) -> StorageError:
     return StorageError(f"{what}: {exc.strerror or exc}")
 
 
+class _SourceFailed(Exception):
+    """Carries an error raised by the caller's source stream past the OSError translation."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _fsync_dir(path: Path) -> None:
     """fsync a folder so that a rename or unlink inside it survives a crash."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -97,8 +105,8 @@ class LocalStorage(Storage):
             metadata=MappingProxyType(dict(metadata)),
         )
 
-    def _write_atomic(self, final: Path, source: BinaryIO) -> None:
-        """Write ``source`` to ``final`` so that no one ever sees a partial file."""
+    def _write_temp(self, final: Path, source: BinaryIO) -> Path:
+        """Write ``source`` to a temporary file next to ``final``, synced; return its path."""
         # A temporary name in the *same* folder: rename is atomic only within one file
         # system, and the leading '.' keeps list() from reporting it.
         tmp = final.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{final.name}")
@@ -106,40 +114,58 @@ class LocalStorage(Storage):
             # 'x' mode: never reuse or follow an existing file at the temporary name.
             with open(tmp, "xb") as out:
                 # Copy in bounded chunks so memory stays flat for any size.
-                while chunk := source.read(CHUNK_SIZE):
+                while True:
+                    try:
+                        chunk = source.read(CHUNK_SIZE)
+                    except Exception as exc:
+                        raise _SourceFailed(exc) from exc
+                    if not chunk:
+                        break
                     out.write(chunk)
                 # Push Python's buffer to the kernel, then the kernel's to the disk, so the
-                # rename below can never expose a file whose data is still in flight.
+                # rename that publishes the file can never expose data still in flight.
                 out.flush()
                 os.fsync(out.fileno())
-            # Atomic replace: readers see the old object or the complete new one.
-            os.replace(tmp, final)
         except BaseException:
             # Any failure (including the source's own error) leaves nothing behind.
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        # Persist the rename itself: the folder entry lives in the folder's own data.
-        _fsync_dir(final.parent)
+        return tmp
 
     def put_stream(
         self, key: str, source: BinaryIO, metadata: Mapping[str, str] | None = None
     ) -> ObjectInfo:
         final = self._path(key)
         meta = validate_metadata(metadata)
+        meta_path = self._meta_path(final)
+        temps: list[Path] = []
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            meta_path = self._meta_path(final)
-            # Metadata first, so a visible object never lacks its metadata. A stale side
-            # file from an old object is replaced or removed here too.
+            # Both files are complete and synced before either is published.
+            data_tmp = self._write_temp(final, source)
+            temps.append(data_tmp)
             if meta:
-                self._write_atomic(meta_path, io.BytesIO(json.dumps(meta).encode()))
+                meta_tmp = self._write_temp(meta_path, io.BytesIO(json.dumps(meta).encode()))
+                temps.append(meta_tmp)
+                os.replace(meta_tmp, meta_path)
             else:
-                meta_path.unlink(missing_ok=True)
-            self._write_atomic(final, source)
+                meta_path.unlink(missing_ok=True)  # a stale side file of an older object
+            # Atomic replace: readers see the old object or the complete new one.
+            os.replace(data_tmp, final)
+            temps.clear()
+            # Persist the renames: folder entries live in the folder's own data.
+            _fsync_dir(final.parent)
             return self._info(key, final, with_metadata=True)
+        except _SourceFailed as failed:
+            # The caller's own error, unchanged (its own cause kept).
+            raise failed.error from failed.error.__cause__
         except OSError as exc:
             raise _translate(exc, f"cannot write {key!r} in {self.url}") from exc
+        finally:
+            for tmp in temps:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
     def open_read(self, key: str) -> BinaryIO:
         path = self._path(key)

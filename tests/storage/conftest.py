@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -79,8 +80,7 @@ def _memory() -> Backend:
     return Backend("memory", storage, leftovers, seed, put_outside, list)
 
 
-def _s3(endpoint: str, bucket: str) -> Backend:
-    client = boto3.client("s3", endpoint_url=endpoint)
+def _s3(endpoint: str, bucket: str, client: Any) -> Backend:
     storage = S3Storage(bucket, "root", endpoint_url=endpoint)
 
     def leftovers() -> list[str]:
@@ -108,6 +108,19 @@ def _s3(endpoint: str, bucket: str) -> Backend:
     return Backend("s3", storage, leftovers, seed, put_outside, uploads)
 
 
+@pytest.fixture(scope="session")
+def _s3_client(s3_endpoint: str) -> Any:
+    return boto3.client("s3", endpoint_url=s3_endpoint)
+
+
+@pytest.fixture
+def s3_bucket(_s3_client: Any) -> str:
+    """A fresh bucket (overrides the root fixture to reuse one client: ~0.3 s saved per test)."""
+    name = f"bkt-{uuid.uuid4().hex[:12]}"
+    _s3_client.create_bucket(Bucket=name)
+    return name
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     if request.param == "local":
@@ -117,7 +130,11 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         yield b
         clear_memory_store(b.storage.url.removeprefix("memory://").split("/")[0])
     else:
-        yield _s3(request.getfixturevalue("s3_endpoint"), request.getfixturevalue("s3_bucket"))
+        yield _s3(
+            request.getfixturevalue("s3_endpoint"),
+            request.getfixturevalue("s3_bucket"),
+            request.getfixturevalue("_s3_client"),
+        )
 
 
 @pytest.fixture
