@@ -116,10 +116,9 @@ def tenant_spec(tenant: Tenant, *, settings: Settings, now: datetime) -> Deploym
             f"env:{tenant.environment}",
         ),
         paused=suspended,
-        description=(
-            f"Backups of {tenant.workspace_name} ({tenant.id}): {label}{until}"
-            + (", paused: subscription suspended" if suspended else "")
-        ),
+        # Pausing shows in Prefect's UI on its own; the description stays put so that
+        # pausing and resuming are a cheap toggle, not an update.
+        description=f"Backups of {tenant.workspace_name} ({tenant.id}): {label}{until}",
         tenant=tenant.id,
     )
 

@@ -5,18 +5,18 @@ Two ``prefect_test_harness`` contexts in one session would each start a server a
 fixture as a thin wrapper over :func:`start`, which starts the harness once and closes it
 when the process exits::
 
-    from prefect_harness import start as start_prefect_harness
+    from prefect_harness import start as start_prefect_harness, stop as stop_prefect_harness
 
     @pytest.fixture(scope="session")
-    def prefect_api_url() -> str:
-        return start_prefect_harness()
+    def prefect_api_url() -> Iterator[str]:
+        yield start_prefect_harness()
+        stop_prefect_harness()  # session end: the first finalizer stops it, others no-op
 
 (``tests/`` is on ``sys.path`` because ``tests/conftest.py`` has no package ``__init__``.)
 """
 
 from __future__ import annotations
 
-import atexit
 from contextlib import ExitStack
 
 _stack: ExitStack | None = None
@@ -34,7 +34,6 @@ def start() -> str:
         stack.enter_context(prefect_test_harness(server_startup_timeout=120))
         _stack = stack
         _api_url = str(PREFECT_API_URL.value())
-        atexit.register(stop)
     assert _api_url is not None
     return _api_url
 

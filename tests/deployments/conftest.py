@@ -7,14 +7,16 @@ from typing import Any
 
 import pytest
 from prefect_harness import start as start_prefect_harness
+from prefect_harness import stop as stop_prefect_harness
 
 from daai_backup.settings import Settings
 
 
 @pytest.fixture(scope="session")
-def prefect_api_url() -> str:
+def prefect_api_url() -> Iterator[str]:
     """The harness's API URL (one server per pytest process, see tests/prefect_harness.py)."""
-    return start_prefect_harness()
+    yield start_prefect_harness()
+    stop_prefect_harness()
 
 
 @pytest.fixture

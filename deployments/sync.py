@@ -1,0 +1,213 @@
+"""Registry -> Prefect server: create, update, remove, pause and resume deployments.
+
+``sync_deployments`` is idempotent: it reads what the server has (deployments tagged
+:data:`~deployments.build.MANAGED_TAG` only), compares every field it owns (parameters, tags,
+schedules by slug with interval/anchor/time zone, paused, work pool when one is asked for) and
+writes only differences, so a second run reports no changes. Deployments without the tag are
+never touched, and a deployment is removed only when its tenant left the registry.
+
+Run it from ``daai-backup deploy``, at the start of ``make up`` and every hour as the
+``sync-schedules`` flow: that hourly run is what makes a ``frequency_override`` end on its own
+and what pauses a tenant whose subscription was suspended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterTags,
+    FlowFilter,
+    FlowFilterId,
+)
+from prefect.schedules import Schedule
+
+from daai_backup.settings import Settings
+from daai_backup.tenants import Tenant
+from deployments.build import MANAGED_TAG, DeploymentSpec, desired_specs, load_flows, to_runner
+
+if TYPE_CHECKING:
+    from prefect import Flow
+    from prefect.client.schemas.responses import DeploymentResponse
+
+PAGE = 200
+
+
+@dataclass
+class SyncReport:
+    """Full names (``flow/deployment``) per kind of change; ``unchanged`` is a count."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    paused: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated or self.removed or self.paused or self.resumed)
+
+    def summary(self) -> str:
+        parts = [
+            f"{len(self.created)} created",
+            f"{len(self.updated)} updated",
+            f"{len(self.removed)} removed",
+            f"{len(self.paused)} paused",
+            f"{len(self.resumed)} resumed",
+            f"{self.unchanged} unchanged",
+        ]
+        return ", ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "removed": self.removed,
+            "paused": self.paused,
+            "resumed": self.resumed,
+            "unchanged": self.unchanged,
+        }
+
+
+def sync_deployments(
+    tenants: Iterable[Tenant],
+    *,
+    settings: Settings,
+    work_pool: str | None = None,
+    now: datetime | None = None,
+    flows: Mapping[str, Flow[..., Any]] | None = None,
+) -> SyncReport:
+    """Make the server's daai-backup deployments match ``tenants`` at ``now``.
+
+    ``work_pool``: register to this work pool (scale-out); ``None`` leaves existing
+    deployments' pools alone and creates new ones without a pool (served by ``serve``).
+    Raises ``ConfigError`` naming the tenant for a frequency its environment refuses,
+    before anything is written.
+    """
+    now = now or datetime.now(UTC)
+    specs = desired_specs(tenants, settings=settings, now=now, work_pool=work_pool)
+    flows = flows if flows is not None else load_flows()
+    report = SyncReport()
+    with get_client(sync_client=True) as client:
+        existing = _read_managed(client)
+        wanted: set[str] = set()
+        for spec in specs:
+            flow_name = flows[spec.role].name
+            full_name = f"{flow_name}/{spec.name}"
+            wanted.add(full_name)
+            current = existing.get(full_name)
+            if current is None:
+                to_runner(spec, flows, work_pool=work_pool).apply(work_pool_name=work_pool)
+                report.created.append(full_name)
+                continue
+            if _differs(spec, current, work_pool):
+                # No pool asked for: keep the one the deployment has (an update that names
+                # no pool would take it off its pool).
+                pool = work_pool if work_pool is not None else current.work_pool_name
+                to_runner(spec, flows, work_pool=pool).apply(work_pool_name=pool)
+                _delete_stale_schedules(client, current, spec.schedules)
+                report.updated.append(full_name)
+                if spec.paused != current.paused:
+                    (report.paused if spec.paused else report.resumed).append(full_name)
+            elif spec.paused != current.paused:
+                if spec.paused:
+                    client.pause_deployment(current.id)
+                else:
+                    client.resume_deployment(current.id)
+                (report.paused if spec.paused else report.resumed).append(full_name)
+            else:
+                report.unchanged += 1
+        for full_name, deployment in sorted(existing.items()):
+            if full_name not in wanted:
+                client.delete_deployment(deployment.id)
+                report.removed.append(full_name)
+    return report
+
+
+def _read_managed(client: SyncPrefectClient) -> dict[str, DeploymentResponse]:
+    """Every deployment tagged :data:`MANAGED_TAG`, by ``flow/deployment`` name."""
+    tagged = DeploymentFilter(tags=DeploymentFilterTags(all_=[MANAGED_TAG]))
+    deployments: list[DeploymentResponse] = []
+    offset = 0
+    while True:
+        page = client.read_deployments(deployment_filter=tagged, limit=PAGE, offset=offset)
+        deployments.extend(page)
+        if len(page) < PAGE:
+            break
+        offset += PAGE
+    flow_ids = list({d.flow_id for d in deployments})
+    names: dict[UUID, str] = {}
+    for start in range(0, len(flow_ids), PAGE):
+        chunk = flow_ids[start : start + PAGE]
+        for flow in client.read_flows(flow_filter=FlowFilter(id=FlowFilterId(any_=chunk))):
+            names[flow.id] = flow.name
+    return {f"{names.get(d.flow_id, '?')}/{d.name}": d for d in deployments}
+
+
+def _differs(spec: DeploymentSpec, current: DeploymentResponse, work_pool: str | None) -> bool:
+    """Whether any field sync owns differs (paused is handled apart, as a cheap toggle)."""
+    if dict(current.parameters) != spec.parameters:
+        return True
+    if set(current.tags) != set(spec.tags):
+        return True
+    if (current.description or "") != spec.description:
+        return True
+    if work_pool is not None and current.work_pool_name != work_pool:
+        return True
+    return _schedule_key(spec.schedules) != _current_schedule_key(current)
+
+
+def _schedule_key(items: Iterable[Schedule]) -> set[tuple[Any, ...]]:
+    key: set[tuple[Any, ...]] = set()
+    for s in items:
+        interval = s.interval
+        seconds = (
+            interval.total_seconds() if isinstance(interval, timedelta) else float(interval or 0)
+        )
+        anchor = s.anchor_date.astimezone(UTC)
+        key.add((s.slug, seconds, anchor, s.timezone, s.active))
+    return key
+
+
+def _current_schedule_key(current: DeploymentResponse) -> set[tuple[Any, ...]]:
+    key: set[tuple[Any, ...]] = set()
+    for item in current.schedules:
+        schedule = item.schedule
+        interval = getattr(schedule, "interval", None)
+        anchor = getattr(schedule, "anchor_date", None)
+        seconds = interval.total_seconds() if isinstance(interval, timedelta) else None
+        utc_anchor = anchor.astimezone(UTC) if isinstance(anchor, datetime) else None
+        zone = getattr(schedule, "timezone", None)
+        key.add((item.slug, seconds, utc_anchor, zone, item.active))
+    return key
+
+
+def _delete_stale_schedules(
+    client: SyncPrefectClient, current: DeploymentResponse, wanted: Iterable[Schedule]
+) -> None:
+    """Slugged updates add or patch schedules but never drop one: drop those no longer wanted."""
+    slugs = {s.slug for s in wanted}
+    for item in current.schedules:
+        if item.slug not in slugs:
+            client.delete_deployment_schedule(current.id, item.id)
+
+
+def ensure_process_pool(name: str) -> bool:
+    """Create process work pool ``name`` if missing; True when it was created."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+            return True
+        return False
