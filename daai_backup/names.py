@@ -29,7 +29,7 @@ NOTE_MAX_CHARS = 200
 
 _TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 _NAME = re.compile(
-    r"^(?P<frequency>[a-z0-9-]{1,20})_(?P<stamp>\d{8}T\d{6}Z)_(?P<id>[0-9a-f]{8})"
+    r"^(?P<frequency>[a-z0-9-]{1,20})_(?P<stamp>[0-9]{8}T[0-9]{6}Z)_(?P<id>[0-9a-f]{8})"
     r"(?P<suffix>\.gz\.enc|\.gz)$"
 )
 _TENANT_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")

@@ -157,6 +157,7 @@ class S3Storage(Storage):
         endpoint_url: str | None = None,
         part_size: int = PART_SIZE,
         max_concurrency: int = 4,
+        max_attempts: int = 5,
     ) -> None:
         if prefix.strip("/"):
             validate_key(prefix.strip("/"))
@@ -164,7 +165,7 @@ class S3Storage(Storage):
         self._prefix = prefix.strip("/")
         self._endpoint_url = endpoint_url
         config = Config(
-            retries={"mode": "standard", "max_attempts": 5},
+            retries={"mode": "standard", "max_attempts": max_attempts},
             connect_timeout=10,
             read_timeout=60,
             max_pool_connections=max(10, max_concurrency * 2),

@@ -1,0 +1,158 @@
+"""Backend-specific edges: URL parsing, error translation with real failures."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from daai_backup.errors import (
+    ConfigError,
+    InvalidName,
+    ObjectNotFound,
+    StorageError,
+    TransientStorageError,
+)
+from daai_backup.storage import (
+    LocalStorage,
+    MemoryStorage,
+    S3Storage,
+    clear_memory_store,
+    put_bytes,
+    read_bytes,
+    storage_from_url,
+)
+from daai_backup.storage.local import _translate as translate_os
+from daai_backup.storage.s3 import _translate as translate_boto
+
+
+def test_storage_from_url_schemes(tmp_path: Path, s3_endpoint: str) -> None:
+    local = storage_from_url(tmp_path.as_uri())
+    assert isinstance(local, LocalStorage)
+    assert local.root == tmp_path
+    s3 = storage_from_url("s3://my-bucket/some/prefix/", s3_endpoint_url=s3_endpoint)
+    assert isinstance(s3, S3Storage)
+    assert s3.url == "s3://my-bucket/some/prefix"
+    assert s3.full_key("x") == "some/prefix/x"
+    mem = storage_from_url("memory://shared-test/p")
+    assert isinstance(mem, MemoryStorage)
+    assert mem.url == "memory://shared-test/p"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file://relative/path",
+        "file:relative",
+        "file:///a/../b",
+        "s3://",
+        "s3://UPPER/x",
+        "s3://ab",
+        "s3://bucket/../x",
+        "memory://",
+        "ftp://host/x",
+        "/just/a/path",
+    ],
+)
+def test_bad_storage_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError):
+        storage_from_url(url)
+
+
+def test_memory_stores_are_shared_by_name() -> None:
+    try:
+        put_bytes(storage_from_url("memory://shared-x"), "t/k", b"v")
+        assert read_bytes(storage_from_url("memory://shared-x/t"), "k") == b"v"
+        assert list(storage_from_url("memory://other-x").list("")) == []
+    finally:
+        clear_memory_store("shared-x")
+
+
+def test_local_root_must_be_absolute() -> None:
+    with pytest.raises(StorageError):
+        LocalStorage("relative/path")
+
+
+def test_local_errors_are_translated(tmp_path: Path) -> None:
+    full = translate_os(OSError(errno.ENOSPC, "No space left on device"), "cannot write 'k'")
+    assert type(full) is StorageError
+    assert "disk is full" in str(full)
+    assert isinstance(translate_os(FileNotFoundError(errno.ENOENT, "x"), "w"), ObjectNotFound)
+    assert isinstance(translate_os(OSError(errno.EIO, "I/O error"), "w"), TransientStorageError)
+    denied = translate_os(PermissionError(errno.EACCES, "Permission denied"), "w")
+    assert "permission denied" in str(denied)
+
+
+def test_local_ping_and_write_into_a_file_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    storage = LocalStorage(blocker / "root")
+    with pytest.raises(StorageError, match="not a folder"):
+        storage.ping()
+    with pytest.raises(StorageError):
+        put_bytes(storage, "k", b"v")
+    LocalStorage(tmp_path / "not" / "yet").ping()  # created on first write: fine
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def test_local_permission_denied(tmp_path: Path) -> None:
+    root = tmp_path / "ro"
+    root.mkdir(mode=0o500)
+    with pytest.raises(StorageError, match="permission denied"):
+        put_bytes(LocalStorage(root), "k", b"v")
+
+
+def test_s3_missing_bucket_is_a_clear_permanent_error(s3_endpoint: str) -> None:
+    storage = S3Storage("no-such-bucket-here", endpoint_url=s3_endpoint)
+    with pytest.raises(StorageError, match="does not exist") as excinfo:
+        storage.ping()
+    assert not excinfo.value.transient
+    with pytest.raises(StorageError, match="does not exist"):
+        put_bytes(storage, "k", b"v")
+    with pytest.raises(StorageError, match="does not exist"):
+        list(storage.list(""))
+
+
+def test_s3_unreachable_endpoint_is_transient() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    storage = S3Storage("bucket", endpoint_url=f"http://127.0.0.1:{port}", max_attempts=1)
+    with pytest.raises(TransientStorageError, match="cannot reach S3") as excinfo:
+        storage.ping()
+    assert excinfo.value.transient
+    with pytest.raises(TransientStorageError):
+        storage.put_stream("k", io.BytesIO(b"v"))
+
+
+def test_s3_client_errors_are_translated() -> None:
+    from botocore.exceptions import ClientError
+
+    def error(code: str, status: int) -> ClientError:
+        response = {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {}}
+        response["ResponseMetadata"] = {"HTTPStatusCode": status}
+        return ClientError(response, "PutObject")  # type: ignore[arg-type]
+
+    denied = translate_boto(error("AccessDenied", 403), "cannot write 'k'", "b")
+    assert type(denied) is StorageError
+    assert "access denied" in str(denied)
+    slow = translate_boto(error("SlowDown", 503), "w", "b")
+    assert isinstance(slow, TransientStorageError)
+    assert isinstance(translate_boto(error("InternalError", 500), "w", "b"), TransientStorageError)
+    assert isinstance(translate_boto(error("NoSuchKey", 404), "w", "b"), ObjectNotFound)
+    odd = translate_boto(error("InvalidStorageClass", 400), "w", "b")
+    assert type(odd) is StorageError
+
+
+def test_s3_lists_skip_foreign_keys(s3_endpoint: str, s3_bucket: str) -> None:
+    storage = S3Storage(s3_bucket, endpoint_url=s3_endpoint)
+    storage.client.put_object(Bucket=s3_bucket, Key="a//b", Body=b"x")
+    storage.client.put_object(Bucket=s3_bucket, Key="dir/", Body=b"")
+    storage.client.put_object(Bucket=s3_bucket, Key="ok", Body=b"x")
+    assert [i.key for i in storage.list("")] == ["ok"]
+    with pytest.raises(InvalidName):
+        storage.stat("a//b")
