@@ -37,10 +37,44 @@ from daai_backup.keys import parse_master_key
 MB = 1_000_000
 KEY = parse_master_key("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
 
-_FIRST = ["Aarav", "Vivaan", "Aditya", "Diya", "Ananya", "Priya", "Rahul", "Sneha", "John",
-          "Maria", "Wei", "Fatima", "Carlos", "Yuki", "Olga", "Kwame", "Lena", "Omar"]
-_LAST = ["Sharma", "Patel", "Iyer", "Reddy", "Khan", "Smith", "Garcia", "Chen", "Kim",
-         "Nakamura", "Novak", "Mensah", "Okafor", "Singh", "Gupta", "Das"]
+_FIRST = [
+    "Aarav",
+    "Vivaan",
+    "Aditya",
+    "Diya",
+    "Ananya",
+    "Priya",
+    "Rahul",
+    "Sneha",
+    "John",
+    "Maria",
+    "Wei",
+    "Fatima",
+    "Carlos",
+    "Yuki",
+    "Olga",
+    "Kwame",
+    "Lena",
+    "Omar",
+]
+_LAST = [
+    "Sharma",
+    "Patel",
+    "Iyer",
+    "Reddy",
+    "Khan",
+    "Smith",
+    "Garcia",
+    "Chen",
+    "Kim",
+    "Nakamura",
+    "Novak",
+    "Mensah",
+    "Okafor",
+    "Singh",
+    "Gupta",
+    "Das",
+]
 _WORDS = str.split(
     "order shipped delivered pending invoice payment refund customer account update "
     "support ticket priority high low normal warehouse mumbai bengaluru delhi chennai "
@@ -61,16 +95,25 @@ def _user(rng: random.Random, t: datetime) -> dict[str, object]:
         "status": rng.choice(_STATUS),
         "createdAt": t,
         "age": rng.randint(18, 80),
-        "address": {"city": rng.choice(_CITIES), "pin": f"{rng.randint(100000, 999999)}",
-                    "line1": f"{rng.randint(1, 500)} {rng.choice(_WORDS)} road"},
+        "address": {
+            "city": rng.choice(_CITIES),
+            "pin": f"{rng.randint(100000, 999999)}",
+            "line1": f"{rng.randint(1, 500)} {rng.choice(_WORDS)} road",
+        },
         "tags": rng.sample(_WORDS, rng.randint(0, 5)),
         "apiToken": rng.randbytes(16).hex(),
     }
 
 
 def _order(rng: random.Random, t: datetime) -> dict[str, object]:
-    items = [{"sku": f"SKU-{rng.randint(1000, 9999)}", "qty": rng.randint(1, 5),
-              "price": round(rng.uniform(10, 5000), 2)} for _ in range(rng.randint(1, 4))]
+    items = [
+        {
+            "sku": f"SKU-{rng.randint(1000, 9999)}",
+            "qty": rng.randint(1, 5),
+            "price": round(rng.uniform(10, 5000), 2),
+        }
+        for _ in range(rng.randint(1, 4))
+    ]
     return {
         "_id": ObjectId(),
         "userId": ObjectId(),
@@ -91,8 +134,11 @@ def _event(rng: random.Random, t: datetime) -> dict[str, object]:
         "sessionId": rng.randbytes(8).hex(),
         "durationMs": rng.randint(0, 120000),
         "ok": rng.random() > 0.05,
-        "meta": {"ua": "Mozilla/5.0 (X11; Linux x86_64)", "ip": f"10.{rng.randint(0, 255)}."
-                 f"{rng.randint(0, 255)}.{rng.randint(0, 255)}", "v": rng.randint(1, 3)},
+        "meta": {
+            "ua": "Mozilla/5.0 (X11; Linux x86_64)",
+            "ip": f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}",
+            "v": rng.randint(1, 3),
+        },
     }
 
 
@@ -101,7 +147,11 @@ def bson_stream(total_bytes: int, *, seed: int = 7, batch: int = 1 << 20) -> Ite
     rng = random.Random(seed)
     t = datetime(2025, 1, 1, tzinfo=UTC)
     makers: list[Callable[[random.Random, datetime], dict[str, object]]] = [
-        _user, _order, _event, _event]
+        _user,
+        _order,
+        _event,
+        _event,
+    ]
     sent = 0
     while sent < total_bytes:
         parts: list[bytes] = []
@@ -158,9 +208,12 @@ def throughput(total: int, segment_sizes: list[int]) -> dict[str, object]:
         for f in pipes[n]:
             f.close()
         spent[n] += time.perf_counter() - t0
-    return {"input_mb": raw / MB,
-            "results": {n: {"mb_per_s": raw / MB / spent[n], "output_mb": sinks[n].n / MB}
-                        for n in names}}
+    return {
+        "input_mb": raw / MB,
+        "results": {
+            n: {"mb_per_s": raw / MB / spent[n], "output_mb": sinks[n].n / MB} for n in names
+        },
+    }
 
 
 def compare_compressors(total: int) -> dict[str, dict[str, float]]:
@@ -171,8 +224,9 @@ def compare_compressors(total: int) -> dict[str, dict[str, float]]:
         f"isal{lv}": (lambda lv=lv: isal_zlib.compressobj(lv, isal_zlib.DEFLATED, 31))
         for lv in range(4)
     }
-    makers |= {f"zlib{lv}": (lambda lv=lv: zlib.compressobj(lv, zlib.DEFLATED, 31))
-               for lv in (1, 6)}
+    makers |= {
+        f"zlib{lv}": (lambda lv=lv: zlib.compressobj(lv, zlib.DEFLATED, 31)) for lv in (1, 6)
+    }
     objs = {n: m() for n, m in makers.items()}
     spent = dict.fromkeys(makers, 0.0)
     out = dict.fromkeys(makers, 0)
@@ -185,8 +239,10 @@ def compare_compressors(total: int) -> dict[str, dict[str, float]]:
             spent[n] += time.perf_counter() - t0
     for n, o in objs.items():
         out[n] += len(o.flush())  # type: ignore[attr-defined]
-    return {n: {"mb_per_s": round(raw / MB / spent[n], 1),
-                "ratio": round(raw / out[n], 3)} for n in makers}
+    return {
+        n: {"mb_per_s": round(raw / MB / spent[n], 1), "ratio": round(raw / out[n], 3)}
+        for n in makers
+    }
 
 
 def peak_rss_child(total: int) -> None:
@@ -196,13 +252,24 @@ def peak_rss_child(total: int) -> None:
         gz.write(chunk)
     gz.close()
     enc.close()
-    print(json.dumps({"input_mb": total / MB, "output_mb": sink.n / MB,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(
+        json.dumps(
+            {
+                "input_mb": total / MB,
+                "output_mb": sink.n / MB,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def peak_rss(total: int) -> dict[str, float]:
-    out = subprocess.run([sys.executable, __file__, "--rss-child", str(total)],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, __file__, "--rss-child", str(total)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return json.loads(out)  # type: ignore[no-any-return]
 
 
@@ -231,8 +298,16 @@ def main() -> None:
         r["output_mb"] = round(r["output_mb"], 2)
     print(json.dumps(tp, indent=2))
     small, large = peak_rss(50 * MB), peak_rss(500 * MB)
-    print(json.dumps({"rss_50mb": small, "rss_500mb": large,
-                      "growth": round(large["peak_rss_mb"] / small["peak_rss_mb"], 3)}, indent=2))
+    print(
+        json.dumps(
+            {
+                "rss_50mb": small,
+                "rss_500mb": large,
+                "growth": round(large["peak_rss_mb"] / small["peak_rss_mb"], 3),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":
