@@ -1,0 +1,111 @@
+"""The backup flow: every refusal branch, the happy path, its artifacts, and the tenant lock."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from flowkit import OWNER, Background, FlowEnv, artifact, files_of, seed
+
+from daai_backup.errors import PermissionDenied
+from flows.backup import backup
+from tasks.common import ensure_limit, tenant_lock_name
+
+
+def test_manual_backup_writes_one_file_and_publishes_the_list(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    seed(mongo_client, mongo_db_name)
+    tid = flow_env.add_tenant(mongo_db_name)
+    result = backup(tenant=tid, actor=OWNER, note="before the migration")
+    assert result["documents"] == 50
+    assert result["size_bytes"] > 0
+    assert files_of(flow_env, tid) == [result["file"]]
+    assert result["file"].startswith("manual_")
+    table = artifact(f"backups-{tid}")
+    assert table is not None
+    assert result["file"] in str(table.data)
+    key = os.environ["BACKUP_ENCRYPTION_KEY"]
+    assert key not in str(result)
+    assert key not in str(table.data)
+
+
+def test_unknown_tenant_fails_with_a_clear_message(flow_env: FlowEnv) -> None:
+    state = backup(tenant="no-such-tenant", actor=OWNER, return_state=True)
+    assert state.is_failed()
+    assert "unknown tenant 'no-such-tenant'" in (state.message or "")
+
+
+def test_suspended_subscription_is_skipped_and_writes_nothing(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    seed(mongo_client, mongo_db_name, docs=5)
+    tid = flow_env.add_tenant(mongo_db_name, subscription="suspended")
+    state = backup(tenant=tid, label="15-day", return_state=True)
+    assert state.is_completed()
+    assert state.name == "Skipped"
+    assert "suspended" in (state.message or "")
+    assert files_of(flow_env, tid) == []
+
+
+def test_missing_key_fails_at_once_with_a_banner(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    seed(mongo_client, mongo_db_name, docs=5)
+    tid = flow_env.add_tenant(mongo_db_name)
+    flow_env.remove_key()
+    state = backup(tenant=tid, actor=OWNER, return_state=True)
+    assert state.is_failed()
+    assert "BACKUP_ENCRYPTION_KEY" in (state.message or "")
+    banner = artifact(f"backup-key-missing-{tid}")
+    assert banner is not None
+    assert "BACKUP_ENCRYPTION_KEY" in str(banner.data)
+    assert files_of(flow_env, tid) == []
+
+
+def test_manual_backup_needs_create_permission(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    seed(mongo_client, mongo_db_name, docs=5)
+    tid = flow_env.add_tenant(
+        mongo_db_name, permissions={"viewer@example.com": ["restore"], OWNER: ["create"]}
+    )
+    for actor in ("viewer@example.com", None):
+        state = backup(tenant=tid, actor=actor, return_state=True)
+        assert state.is_failed()
+        assert isinstance(state.result(raise_on_failure=False), PermissionDenied)
+    assert files_of(flow_env, tid) == []
+
+
+def test_quota_refuses_with_figures_and_writes_nothing(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    seed(mongo_client, mongo_db_name, docs=300, blob=10_000)  # ~3 MB of incompressible data
+    tid = flow_env.add_tenant(mongo_db_name, storage_quota_mb=1)
+    state = backup(tenant=tid, actor=OWNER, return_state=True)
+    assert state.is_failed()
+    message = state.message or ""
+    assert "quota" in message
+    assert "MB" in message
+    assert files_of(flow_env, tid) == []
+
+
+def test_backup_waits_while_another_operation_holds_the_tenant_lock(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    from prefect.concurrency.sync import concurrency
+
+    seed(mongo_client, mongo_db_name, docs=5)
+    tid = flow_env.add_tenant(mongo_db_name)
+    ensure_limit(tenant_lock_name(tid), 1)
+    with concurrency(tenant_lock_name(tid), occupy=1, strict=True):
+        run = Background(lambda: backup(tenant=tid, actor=OWNER, return_state=True))
+        time.sleep(4)
+        assert run.thread.is_alive()
+        assert files_of(flow_env, tid) == []
+        released = time.time()
+    state = run.join(60)
+    assert state.is_completed()
+    (entry,) = flow_env.context().folder(flow_env.context().tenant(tid)).entries()
+    assert entry.taken_at.timestamp() >= released - 1
