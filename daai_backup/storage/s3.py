@@ -120,6 +120,33 @@ def _translate(exc: Exception, what: str, bucket: str) -> StorageError:
     return StorageError(f"{what}: {exc}")
 
 
+class _FullReads:
+    """Makes ``read(n)`` return exactly ``n`` bytes until the end of the source.
+
+    s3transfer decides between one PUT and a multipart upload, and sizes each part, from
+    what a single ``read(n)`` returns. A source that returns short reads (a pipe, a
+    decrypting stream) would make it buffer the whole stream for one PUT; reading fully
+    keeps every upload multipart with bounded, part-sized buffers.
+    """
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return self._source.read()
+        first = self._source.read(size)
+        if len(first) >= size or not first:
+            return first  # the common case: no copy
+        buffer = bytearray(first)
+        while len(buffer) < size:
+            chunk = self._source.read(size - len(buffer))
+            if not chunk:
+                break
+            buffer += chunk
+        return bytes(buffer)
+
+
 class _BodyReader(io.RawIOBase):
     """A raw stream over an S3 GET body that translates network errors while reading."""
 
@@ -214,7 +241,7 @@ class S3Storage(Storage):
         what = f"cannot write {key!r} to {self.url}"
         try:
             self._client.upload_fileobj(
-                source,
+                cast(BinaryIO, _FullReads(source)),
                 self._bucket,
                 full,
                 ExtraArgs={"Metadata": meta},

@@ -156,3 +156,23 @@ def test_s3_lists_skip_foreign_keys(s3_endpoint: str, s3_bucket: str) -> None:
     assert [i.key for i in storage.list("")] == ["ok"]
     with pytest.raises(InvalidName):
         storage.stat("a//b")
+
+
+def test_s3_short_reads_still_upload_in_parts(s3_endpoint: str, s3_bucket: str) -> None:
+    class Trickle(io.RawIOBase):  # returns at most 64 KiB per read, like a pipe
+        def __init__(self, size: int) -> None:
+            self.left = size
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+            n = min(len(buffer), self.left, 64 * 1024)
+            buffer[:n] = b"z" * n
+            self.left -= n
+            return n
+
+    storage = S3Storage(s3_bucket, endpoint_url=s3_endpoint)
+    storage.put_stream("parts", Trickle(20 * 1024 * 1024))  # type: ignore[arg-type]
+    etag = storage.client.head_object(Bucket=s3_bucket, Key="parts")["ETag"]
+    assert etag.strip('"').endswith("-3")  # 8 + 8 + 4 MiB: multipart, bounded buffers
