@@ -338,6 +338,11 @@ def _restore(
         for staged in plan.by_data_ns.values():
             _create_staging(db, staged)
         for event in reader:
+            if source_dbs and event.db not in source_dbs:
+                raise DatabaseError(
+                    f"archive holds data for database {event.db!r} besides "
+                    f"{', '.join(sorted(source_dbs))}; restore one database at a time"
+                )
             if isinstance(event, DocumentBatch):
                 found = plan.by_data_ns.get(event.collection)
                 if found is None:  # data without metadata: a plain collection, as mongorestore
