@@ -1,0 +1,37 @@
+# daai-backup: the README's two commands, plus lint and bench.
+# Works on a fresh machine with Python 3.11 and make: installs uv if missing, then
+# creates the environment from the lock file.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+# uv if on PATH, else the one pip installs (`python -m uv` works for a pip-installed uv).
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+
+.PHONY: up test lint bench env uv
+
+uv:
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || { \
+		echo "[daai-backup] installing uv with pip"; \
+		$(PYTHON) -m pip install --user --quiet uv || $(PYTHON) -m pip install --quiet uv; }
+
+env: uv
+	@$(UV) sync --frozen
+
+## up: SecantusDB + demo tenants + local storage + dev key + Prefect server + serve all
+up: env
+	@$(UV) run --frozen python -m deployments.stack up
+
+## test: the test suite against real servers (SecantusDB, moto S3, Prefect)
+test: env
+	@$(UV) run --frozen pytest
+
+## lint: ruff and mypy (strict)
+lint: env
+	@$(UV) run --frozen ruff check
+	@$(UV) run --frozen ruff format --check
+	@$(UV) run --frozen mypy
+
+## bench: every benchmark under bench/ (results: bench/RESULTS.md)
+bench: env
+	@for script in bench/bench_*.py; do \
+		echo "== $$script"; $(UV) run --frozen python $$script || exit 1; done
