@@ -83,7 +83,7 @@ def hr_data(rng: random.Random) -> dict[str, list[Doc]]:
 
 
 def invoicing_data(rng: random.Random) -> dict[str, list[Doc]]:
-    customers = [
+    customers: list[Doc] = [
         {
             "_id": f"C{1000 + i}",
             "name": f"{rng.choice(COMPANIES)} {rng.choice(['GmbH', 'Ltd', 'Inc', 'SA'])} #{i}",
@@ -98,7 +98,7 @@ def invoicing_data(rng: random.Random) -> dict[str, list[Doc]]:
     for i in range(320):
         customer = rng.choice(customers)
         issued = EPOCH + timedelta(days=rng.randint(-365, 0))
-        lines = [
+        lines: list[Doc] = [
             {
                 "sku": f"SKU-{rng.randrange(100, 999)}",
                 "description": rng.choice(["Consulting", "Licence", "Support", "Hardware"]),
@@ -107,16 +107,18 @@ def invoicing_data(rng: random.Random) -> dict[str, list[Doc]]:
             }
             for _ in range(rng.randint(1, 5))
         ]
-        total = sum(
-            Decimal(str(line["unit_price"])) * line["quantity"] for line in lines
-        ) * Decimal("1.19")
+        net = sum(
+            (Decimal(str(line["unit_price"])) * int(line["quantity"]) for line in lines),
+            Decimal(0),
+        )
+        total = net * Decimal("1.19")
         status = rng.choice(["paid", "paid", "open", "overdue", "void"])
         invoices.append(
             {
                 "number": f"INV-2025-{i + 1:05d}",
                 "customer_id": customer["_id"],
                 "issued_at": issued,
-                "due_at": issued + timedelta(days=customer["payment_terms_days"]),
+                "due_at": issued + timedelta(days=int(customer["payment_terms_days"])),
                 "lines": lines,
                 "total": {"amount": Decimal128(total.quantize(Decimal("0.01"))), "currency": "EUR"},
                 "status": status,
