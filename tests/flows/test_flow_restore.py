@@ -1,0 +1,161 @@
+"""The restore flow: refusals, confirmation by run input, pause timeout, the safety backup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowkit import OWNER, Background, FlowEnv, artifact, files_of, seed, wait_for_paused
+
+from daai_backup import operations
+from daai_backup.errors import ConfirmationMismatch, InvalidName, ObjectNotFound, PermissionDenied
+from flows.restore import restore
+
+
+def take(env: FlowEnv, tenant_id: str, label: str = "manual") -> str:
+    """A backup made straight through the engine (faster than a flow run)."""
+    ctx = env.context()
+    try:
+        return operations.backup_tenant(ctx, ctx.tenant(tenant_id), label).entry.file
+    finally:
+        ctx.close()
+
+
+def ids(mongo_client: Any, database: str) -> list[int]:
+    return sorted(d["_id"] for d in mongo_client[database]["people"].find({}, {"_id": 1}))
+
+
+def error_of(state: Any) -> BaseException:
+    exc = state.result(raise_on_failure=False)
+    assert isinstance(exc, BaseException), state
+    return exc
+
+
+def test_restore_refuses_paths_other_tenants_files_and_actors_without_restore(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    other_db = mongo_db_name + "_b"
+    seed(mongo_client, mongo_db_name, docs=3)
+    seed(mongo_client, other_db, docs=3)
+    mine = flow_env.add_tenant(mongo_db_name, permissions={OWNER: ["restore"], "c@x": ["create"]})
+    theirs = flow_env.add_tenant(other_db)
+    try:
+        my_file = take(flow_env, mine)
+        their_file = take(flow_env, theirs)
+        refused = {
+            their_file: ObjectNotFound,
+            f"../{theirs}/db-backups/{their_file}": InvalidName,
+            "/etc/passwd": InvalidName,
+            "manual_20260101T000000Z_deadbeef.gz.enc": ObjectNotFound,
+        }
+        for file, error in refused.items():
+            state = restore(tenant=mine, file=file, actor=OWNER, return_state=True)
+            assert isinstance(error_of(state), error), (file, state)
+        for actor in ("c@x", None):
+            state = restore(tenant=mine, file=my_file, actor=actor, return_state=True)
+            assert isinstance(error_of(state), PermissionDenied)
+        assert files_of(flow_env, mine) == [my_file]  # no safety backup was taken
+    finally:
+        mongo_client.drop_database(other_db)
+
+
+def test_restore_asks_for_the_workspace_name_and_asks_again_after_a_wrong_one(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    from prefect.flow_runs import resume_flow_run
+    from prefect.input.actions import read_flow_run_input
+    from prefect.input.run_input import keyset_from_paused_state
+
+    seed(mongo_client, mongo_db_name, docs=20)
+    tid = flow_env.add_tenant(mongo_db_name)
+    file = take(flow_env, tid)
+    people = mongo_client[mongo_db_name]["people"]
+    people.delete_many({"_id": {"$lt": 5}})
+    people.insert_one({"_id": 1000, "name": "after the backup"})
+
+    run = Background(lambda: restore(tenant=tid, file=file, actor=OWNER, return_state=True))
+    paused = wait_for_paused(f"restore-{tid}")
+    description = read_flow_run_input(
+        keyset_from_paused_state(paused.state)["description"], flow_run_id=paused.id
+    )
+    assert file in description
+    assert "will be lost" in description
+    assert "encrypted" in description
+    assert "IST" in description  # the tenant's time zone (Asia/Kolkata)
+
+    resume_flow_run(paused.id, run_input={"workspace_name": "workspace typo"})
+    again = wait_for_paused(f"restore-{tid}", after=int(paused.state.state_details.pause_key))
+    assert ids(mongo_client, mongo_db_name)[-1] == 1000  # nothing changed yet
+    resume_flow_run(again.id, run_input={"workspace_name": f"Workspace {tid}"})
+    state = run.join(120)
+
+    assert state.is_completed(), state
+    assert ids(mongo_client, mongo_db_name) == list(range(20))
+    files = files_of(flow_env, tid)
+    safety = [f for f in files if f.startswith("pre-restore_")]
+    assert len(safety) == 1
+    result = state.result()
+    assert result["safety_backup"] == safety[0]
+    report = artifact(f"restore-{tid}")
+    assert report is not None
+    assert safety[0] in str(report.data)
+
+
+def test_pause_timeout_fails_and_changes_nothing(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    seed(mongo_client, mongo_db_name, docs=5)
+    tid = flow_env.add_tenant(mongo_db_name)
+    file = take(flow_env, tid)
+    mongo_client[mongo_db_name]["people"].insert_one({"_id": 99})
+    state = restore(
+        tenant=tid, file=file, actor=OWNER, confirm_timeout_seconds=2, return_state=True
+    )
+    assert state.is_failed()
+    assert "never resumed" in (state.message or "")
+    assert ids(mongo_client, mongo_db_name) == [0, 1, 2, 3, 4, 99]
+    assert files_of(flow_env, tid) == [file]
+
+
+def test_confirmation_given_as_parameter_must_match_exactly(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    seed(mongo_client, mongo_db_name, docs=5)
+    tid = flow_env.add_tenant(mongo_db_name)
+    file = take(flow_env, tid)
+    mongo_client[mongo_db_name]["people"].insert_one({"_id": 99})
+    for wrong in (f"workspace {tid}", f"Workspace {tid} ", ""):
+        state = restore(
+            tenant=tid, file=file, actor=OWNER, confirm_workspace_name=wrong, return_state=True
+        )
+        assert isinstance(error_of(state), ConfirmationMismatch)
+    assert ids(mongo_client, mongo_db_name) == [0, 1, 2, 3, 4, 99]
+    state = restore(
+        tenant=tid,
+        file=file,
+        actor=OWNER,
+        confirm_workspace_name=f"Workspace {tid}",
+        return_state=True,
+    )
+    assert state.is_completed(), state
+    assert ids(mongo_client, mongo_db_name) == [0, 1, 2, 3, 4]
+
+
+def test_a_failing_safety_backup_stops_the_restore(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    seed(mongo_client, mongo_db_name, docs=150, blob=10_000)  # ~1.5 MB, incompressible
+    tid = flow_env.add_tenant(mongo_db_name)
+    file = take(flow_env, tid)
+    mongo_client[mongo_db_name]["people"].insert_one({"_id": 9999})
+    flow_env.update_tenant(tid, storage_quota_mb=2)  # 1.5 MB used + 1.5 MB expected > 2 MB
+    state = restore(
+        tenant=tid,
+        file=file,
+        actor=OWNER,
+        confirm_workspace_name=f"Workspace {tid}",
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert "quota" in (state.message or "")
+    assert ids(mongo_client, mongo_db_name)[-1] == 9999  # the live data is untouched
+    assert files_of(flow_env, tid) == [file]
