@@ -37,7 +37,7 @@ _META_PREFIX = ".meta-"
 
 def _translate(exc: OSError, what: str) -> StorageError:
     """Turn an OSError into the error hierarchy with a message a person can act on."""
-    if isinstance(exc, FileNotFoundError):
+    if isinstance(exc, FileNotFoundError | NotADirectoryError):
         return ObjectNotFound(f"{what}: no such object")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageError(f"{what}: the disk is full; free space on it or use other storage")
@@ -216,8 +216,8 @@ class LocalStorage(Storage):
             # The object first, its metadata after: a visible object keeps its metadata.
             path.unlink(missing_ok=True)
             self._meta_path(path).unlink(missing_ok=True)
-        except IsADirectoryError:
-            return
+        except (IsADirectoryError, NotADirectoryError):
+            return  # a folder, or a path below a file: no such object
         except OSError as exc:
             raise _translate(exc, f"cannot delete {key!r} in {self.url}") from exc
 

@@ -166,6 +166,11 @@ def test_missing_objects_raise_object_not_found(storage: Storage) -> None:
     put_bytes(storage, "dir/x", b"1")
     with pytest.raises(ObjectNotFound):
         storage.stat("dir")  # a "folder" is not an object
+    with pytest.raises(ObjectNotFound):
+        storage.stat("dir/x/below-an-object")
+    with pytest.raises(ObjectNotFound):
+        storage.open_read("dir/x/below-an-object")
+    storage.delete("dir/x/below-an-object")
 
 
 BAD_KEYS = [
