@@ -4,7 +4,8 @@ Layout under the tenant root (``<storage url>/<tenant id>`` by default, or the t
 ``storage_url``)::
 
     db-backups/<backup file>                 the retention pool
-    db-backups/<backup file>.meta.json       its note, if it has one ({"note": "..."})
+    db-backups/<backup file>.meta.json       its note and facts recorded after writing
+                                             ({"note": "...", "consistency": "snapshot", ...})
     db-backups/held/<backup file>            held (pinned) backups, outside the pool
     db-backups/held/<backup file>.meta.json
 
@@ -170,12 +171,37 @@ class BackupFolder:
         return newest_first(entries)
 
     def _read_note(self, sidecar: str) -> str | None:
-        try:
-            data = json.loads(read_bytes(self._storage, sidecar, limit=4096))
-        except (ObjectNotFound, ValueError):
-            return None
-        note = data.get("note") if isinstance(data, dict) else None
+        note = self._read_sidecar(sidecar).get("note")
         return note if isinstance(note, str) else None
+
+    def annotate(self, filename: str, details: Mapping[str, object]) -> None:
+        """Record facts learned while writing (consistency, counts) in the side file.
+
+        Merged into the side file next to the note; read back with :meth:`details`. A crash
+        before this runs leaves a complete backup without these facts, never the reverse.
+        """
+        key = self._key(filename)
+        if not self._exists(key):
+            raise self._not_found(filename)
+        sidecar = self._sidecar(key)
+        current = self._read_sidecar(sidecar)
+        current.update({k: v for k, v in details.items() if k != "note"})
+        put_bytes(self._storage, sidecar, json.dumps(current, sort_keys=True).encode())
+
+    def details(self, filename: str) -> dict[str, object]:
+        """Everything the side file records about one backup (empty if it has none)."""
+        for held in (True, False):
+            key = self._key(filename, held)
+            if self._exists(key):
+                return self._read_sidecar(self._sidecar(key))
+        raise self._not_found(filename)
+
+    def _read_sidecar(self, sidecar: str) -> dict[str, object]:
+        try:
+            data = json.loads(read_bytes(self._storage, sidecar, limit=64 * 1024))
+        except (ObjectNotFound, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
     def note(self, filename: str) -> str | None:
         """The note of one backup, or None."""

@@ -228,6 +228,16 @@ def backup_tenant(
     finally:
         pipe.close()
     dump = producer.result()
+    folder.annotate(
+        name.filename,
+        {
+            "consistency": dump.consistency,
+            "server_version": dump.server_version,
+            "documents": dump.total_documents,
+            "data_bytes": dump.total_bytes,
+            "collections": {c.name: c.documents for c in dump.collections},
+        },
+    )
     return BackupOutcome(
         tenant_id=tenant.id,
         entry=BackupEntry.from_name(name, info.size, note=note),

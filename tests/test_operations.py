@@ -111,6 +111,11 @@ def test_backup_verify_restore_round_trip(
     stored = Path(local_storage_url.removeprefix("file://")) / "acme" / "db-backups" / entry.file
     assert stored.is_file()
 
+    details = ctx.folder(tenant).details(entry.file)
+    assert details["consistency"] == outcome.consistency == "snapshot"
+    assert details["documents"] == 80
+    assert details["note"] == "before payroll run"
+
     verified = verify_backup(ctx, tenant, entry.file)
     assert verified.documents == 80
     assert verified.namespaces >= 3

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import io
-import os
 import socket
 from pathlib import Path
 
@@ -96,14 +95,6 @@ def test_local_ping_and_write_into_a_file_path(tmp_path: Path) -> None:
     with pytest.raises(StorageError):
         put_bytes(storage, "k", b"v")
     LocalStorage(tmp_path / "not" / "yet").ping()  # created on first write: fine
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
-def test_local_permission_denied(tmp_path: Path) -> None:
-    root = tmp_path / "ro"
-    root.mkdir(mode=0o500)
-    with pytest.raises(StorageError, match="permission denied"):
-        put_bytes(LocalStorage(root), "k", b"v")
 
 
 def test_s3_missing_bucket_is_a_clear_permanent_error(s3_endpoint: str) -> None:
