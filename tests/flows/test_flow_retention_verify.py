@@ -1,0 +1,174 @@
+"""Retention and verify flows on crafted catalogs; the retry layer on a real failing storage."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from flowkit import FlowEnv, artifact, files_of, seed
+from prefect import flow
+
+from daai_backup import operations
+from daai_backup.backup_folder import BackupFolder
+from daai_backup.errors import StorageError, TransientStorageError
+from daai_backup.names import new_backup_name
+from daai_backup.storage import MemoryStorage, ObjectInfo, storage_from_url
+from daai_backup.tenants import Tenant
+from flows.retention import retention, retention_sweep
+from flows.verify import verify
+from tasks.catalog import list_backups
+from tasks.common import is_transient_error
+
+
+def craft(env: FlowEnv, tenant_id: str, spec: list[tuple[str, float]]) -> dict[str, str]:
+    """Backups named (label, days ago) -> file, with junk content (retention never reads it)."""
+    ctx = env.context()
+    folder = ctx.folder(ctx.tenant(tenant_id))
+    now = datetime.now(UTC)
+    made: dict[str, str] = {}
+    for i, (label, days) in enumerate(spec):
+        name = new_backup_name(label, now - timedelta(days=days, seconds=i), encrypted=True)
+        folder.write(name, io.BytesIO(b"x" * 100))
+        made[f"{label}@{days}"] = name.filename
+    return made
+
+
+def test_retention_keeps_exactly_the_right_set(flow_env: FlowEnv, mongo_db_name: str) -> None:
+    tid = flow_env.add_tenant(mongo_db_name, frequency="7-day")  # keep 8 scheduled
+    weekly = [("7-day", 1 + 7 * i) for i in range(10)]
+    older = [("15-day", 80), ("15-day", 95)]
+    manual = [("manual", 2), ("manual", 5), ("manual", 40), ("manual", 50), ("manual", 60)]
+    pre = [("pre-restore", 3), ("pre-restore", 10)]
+    made = craft(flow_env, tid, weekly + older + manual + pre + [("manual", 100)])
+    ctx = flow_env.context()
+    ctx.folder(ctx.tenant(tid)).hold(made["manual@100"])
+    doomed = {
+        made["7-day@57"],
+        made["7-day@64"],
+        made["15-day@80"],
+        made["15-day@95"],
+        made["manual@50"],
+        made["manual@60"],
+        made["pre-restore@10"],
+    }
+
+    dry = retention(tenant=tid, dry_run=True)
+    assert set(dry["would_delete"]) == doomed
+    assert len(files_of(flow_env, tid)) == len(made)
+    assert "would delete" in str(artifact(f"retention-{tid}").data)
+
+    result = retention(tenant=tid)
+    assert set(result["deleted"]) == doomed
+    assert set(files_of(flow_env, tid)) == set(made.values()) - doomed
+    table = artifact(f"retention-{tid}")
+    assert "beyond the newest 8" in str(table.data)
+    assert "held" in str(table.data)
+
+
+def test_sweep_carries_on_past_a_failing_tenant_and_reports_it(
+    flow_env: FlowEnv, mongo_db_name: str, s3_endpoint: str
+) -> None:
+    flow_env.monkeypatch.setenv("DAAI_BACKUP_S3_ENDPOINT_URL", s3_endpoint)
+    broken = flow_env.add_tenant(mongo_db_name + "_x", storage_url="s3://no-such-bucket-here")
+    fine = flow_env.add_tenant(mongo_db_name)
+    made = craft(flow_env, fine, [("pre-restore", 1), ("pre-restore", 20)])
+    state = retention_sweep(return_state=True)
+    assert state.is_failed()
+    assert broken in (state.message or "")
+    assert fine not in (state.message or "")
+    assert files_of(flow_env, fine) == [made["pre-restore@1"]]
+
+
+def test_verify_names_the_bad_file_and_fails(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    seed(mongo_client, mongo_db_name, docs=30)
+    tid = flow_env.add_tenant(mongo_db_name)
+    ctx = flow_env.context()
+    tenant = ctx.tenant(tid)
+    good = operations.backup_tenant(ctx, tenant, "manual").entry.file
+    bad = operations.backup_tenant(ctx, tenant, "manual").entry.file
+    storage = storage_from_url(flow_env.storage_url)
+    (key,) = [o.key for o in storage.list(tid) if o.key.endswith(bad)]
+    with storage.open_read(key) as stream:
+        data = bytearray(stream.read())
+    data[len(data) // 2] ^= 0x01
+    storage.put_stream(key, io.BytesIO(bytes(data)))
+
+    assert verify(tenant=tid, file=good)["good"] == [good]
+    state = verify(tenant=tid, return_state=True)
+    assert state.is_failed()
+    message = state.message or ""
+    assert bad in message
+    assert good not in message
+    assert "1 of 2" in message
+
+
+# --- the retry layer ---------------------------------------------------------------------
+
+
+class FlakyStorage(MemoryStorage):
+    """An in-memory store whose listing fails with ``error`` the first ``failures`` times."""
+
+    def __init__(self, name: str, error: Exception, failures: int) -> None:
+        super().__init__(name)
+        self.error = error
+        self.failures = failures
+        self.calls = 0
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return super().list(prefix)
+
+
+class FlakyContext(operations.EngineContext):
+    def __init__(self, base: operations.EngineContext, storage: FlakyStorage) -> None:
+        super().__init__(base.settings, base.registry)
+        self.storage = storage
+
+    def folder(self, tenant: Tenant) -> BackupFolder:
+        return BackupFolder(self.storage, tenant.id)
+
+
+@pytest.mark.parametrize(
+    ("error", "failures", "calls", "completes"),
+    [
+        (TransientStorageError("S3 answered 503; try again"), 2, 3, True),
+        (StorageError("access denied: check the bucket policy"), 1, 1, False),
+    ],
+)
+def test_only_transient_errors_are_retried(
+    flow_env: FlowEnv,
+    mongo_db_name: str,
+    error: Exception,
+    failures: int,
+    calls: int,
+    completes: bool,
+) -> None:
+    tid = flow_env.add_tenant(mongo_db_name)
+    storage = FlakyStorage(f"flaky-{tid}", error, failures)
+    ctx = FlakyContext(flow_env.context(), storage)
+    fast = list_backups.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
+
+    @flow
+    def probe() -> int:
+        return len(fast(ctx, ctx.tenant(tid)))
+
+    state = probe(return_state=True)
+    assert state.is_completed() is completes
+    assert storage.calls == calls
+
+
+def test_leaked_driver_errors_count_as_transient() -> None:
+    from botocore.exceptions import EndpointConnectionError
+    from pymongo.errors import AutoReconnect, OperationFailure
+
+    assert is_transient_error(AutoReconnect("primary stepped down"))
+    assert is_transient_error(EndpointConnectionError(endpoint_url="http://x"))
+    assert not is_transient_error(OperationFailure("unauthorized"))
+    assert not is_transient_error(ValueError("bad input"))
