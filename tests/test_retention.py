@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from daai_backup import policy
 from daai_backup.errors import ConfigError
-from daai_backup.retention import plan
+from daai_backup.retention import RetentionPlan, plan
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -148,7 +148,7 @@ def test_active_frequency_must_be_scheduled() -> None:
 
 
 def test_empty_catalog() -> None:
-    result = plan([], "15-day", NOW)
+    result: RetentionPlan[Entry] = plan([], "15-day", NOW)
     assert result.keep == []
     assert result.delete == []
     assert result.reasons == {}

@@ -122,10 +122,13 @@ def files_of(env: FlowEnv, tenant_id: str) -> list[str]:
 def artifact(key: str) -> Any:
     """The latest artifact with ``key``, or None."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactCollectionFilter,
+        ArtifactCollectionFilterKey,
+    )
 
     with get_client(sync_client=True) as client:
         found = client.read_latest_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+            artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[key]))
         )
     return found[0] if found else None

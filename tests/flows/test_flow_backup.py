@@ -19,6 +19,7 @@ def test_manual_backup_writes_one_file_and_publishes_the_list(
     seed(mongo_client, mongo_db_name)
     tid = flow_env.add_tenant(mongo_db_name)
     result = backup(tenant=tid, actor=OWNER, note="before the migration")
+    assert isinstance(result, dict)
     assert result["documents"] == 50
     assert result["size_bytes"] > 0
     assert files_of(flow_env, tid) == [result["file"]]

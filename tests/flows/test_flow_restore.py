@@ -74,7 +74,7 @@ def test_restore_asks_for_the_workspace_name_and_asks_again_after_a_wrong_one(
 
     run = Background(lambda: restore(tenant=tid, file=file, actor=OWNER, return_state=True))
     paused = wait_for_paused(f"restore-{tid}")
-    description = read_flow_run_input(
+    description: str = read_flow_run_input(  # type: ignore[assignment]
         keyset_from_paused_state(paused.state)["description"], flow_run_id=paused.id
     )
     assert file in description

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +23,7 @@ from tasks.catalog import list_backups
 from tasks.common import is_transient_error
 
 
-def craft(env: FlowEnv, tenant_id: str, spec: list[tuple[str, float]]) -> dict[str, str]:
+def craft(env: FlowEnv, tenant_id: str, spec: Sequence[tuple[str, float]]) -> dict[str, str]:
     """Backups named (label, days ago) -> file, with junk content (retention never reads it)."""
     ctx = env.context()
     folder = ctx.folder(ctx.tenant(tenant_id))
@@ -153,7 +153,7 @@ def test_only_transient_errors_are_retried(
     tid = flow_env.add_tenant(mongo_db_name)
     storage = FlakyStorage(f"flaky-{tid}", error, failures)
     ctx = FlakyContext(flow_env.context(), storage)
-    fast = list_backups.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
+    fast = list_backups.with_options(retry_delay_seconds=0, retry_jitter_factor=None)  # type: ignore[arg-type]
 
     @flow
     def probe() -> int:
