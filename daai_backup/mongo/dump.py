@@ -29,6 +29,9 @@ from daai_backup.mongo.translate import SNAPSHOT_TOO_OLD, translated
 RESERVED_PREFIX = "__daai_restore."
 
 _LENGTH = struct.Struct("<i")
+#: Aim for server batches of about this size (the server caps them at 16 MiB): smaller
+#: batches keep the process's peak memory flat as databases grow (bench/RESULTS.md).
+BATCH_TARGET_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,17 @@ def _count_documents(batch: bytes) -> int:
     return count
 
 
+def _batch_size(db: Database[Any], name: str) -> int:
+    """Documents per batch for about BATCH_TARGET_BYTES, from the average document size."""
+    try:
+        average = int(db.command("collStats", name).get("avgObjSize") or 0)
+    except OperationFailure:
+        average = 0  # collStats not allowed or not supported: let the server choose
+    if average <= 0:
+        return 0
+    return max(1, min(100_000, BATCH_TARGET_BYTES // average))
+
+
 def _open_snapshot(
     client: MongoClient[Any], db: Database[Any], metas: list[CollectionMetadata]
 ) -> ClientSession | None:
@@ -188,7 +202,9 @@ def dump_database(
             wrote_segment = False
             if meta.type != "view":
                 with translated(f"reading {database}.{name}"):
-                    cursor = db.get_collection(name).find_raw_batches({}, session=session)
+                    cursor = db.get_collection(name).find_raw_batches(
+                        {}, session=session, batch_size=_batch_size(db, name)
+                    )
                     for batch in cursor:
                         if not batch:
                             continue
