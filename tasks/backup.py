@@ -12,7 +12,7 @@ from daai_backup import operations
 from daai_backup.catalog import human_size
 from daai_backup.operations import BackupOutcome, EngineContext
 from daai_backup.tenants import Tenant
-from tasks.common import DATA_TASK, retry_if_transient
+from tasks.common import DATA_TASK, report_progress, retry_if_transient
 
 BACKUP_TIMEOUT_SECONDS = 12 * 3600
 PREFLIGHT_TIMEOUT_SECONDS = 300
@@ -57,6 +57,7 @@ def backup_tenant(
     last = [0.0]
 
     def progress(done: int, expected: int) -> None:
+        report_progress(done, expected)
         now = time.monotonic()
         if progress_artifact is None or now - last[0] < PROGRESS_EVERY_SECONDS or expected <= 0:
             return

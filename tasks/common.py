@@ -20,7 +20,8 @@ Limits are created on demand (idempotent) so a fresh Prefect server needs no set
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any, Final
@@ -165,3 +166,39 @@ def cluster_slot(
         lease_duration=LEASE_SECONDS,
     ):
         yield
+
+
+# --- progress ------------------------------------------------------------------------------
+
+ProgressListener = Callable[[int, int], None]
+"""``listener(done_bytes, expected_bytes)``; ``expected_bytes`` is 0 when unknown."""
+
+_listeners: list[ProgressListener] = []
+_listeners_lock = threading.Lock()
+
+
+@contextmanager
+def progress_listener(listener: ProgressListener) -> Iterator[None]:
+    """Receive the byte counts of backups and restores run in this process (a CLI's bar).
+
+    Process-wide rather than per context: tasks may run in worker threads. A listener that
+    raises is ignored; it must never break the operation it watches.
+    """
+    with _listeners_lock:
+        _listeners.append(listener)
+    try:
+        yield
+    finally:
+        with _listeners_lock:
+            _listeners.remove(listener)
+
+
+def report_progress(done: int, expected: int) -> None:
+    """Tell every registered listener how far the running operation is."""
+    with _listeners_lock:
+        listeners = list(_listeners)
+    for listener in listeners:
+        try:
+            listener(done, expected)
+        except Exception:  # noqa: S112 - a display problem must not fail a backup
+            continue

@@ -7,7 +7,7 @@ from prefect import get_run_logger, task
 from daai_backup import operations
 from daai_backup.operations import EngineContext, RestoreOutcome
 from daai_backup.tenants import Tenant
-from tasks.common import DATA_TASK, retry_if_transient
+from tasks.common import DATA_TASK, report_progress, retry_if_transient
 
 CHECK_TIMEOUT_SECONDS = 300
 RESTORE_TIMEOUT_SECONDS = 12 * 3600
@@ -35,7 +35,7 @@ def check_key_can_read(ctx: EngineContext, tenant: Tenant, filename: str) -> Non
 )
 def restore_tenant(ctx: EngineContext, tenant: Tenant, filename: str) -> RestoreOutcome:
     """Staged restore of one backup into the tenant's database, then the swap."""
-    outcome = operations.restore_tenant(ctx, tenant, filename)
+    outcome = operations.restore_tenant(ctx, tenant, filename, progress=report_progress)
     get_run_logger().info(
         "tenant %s: restored %s: %d collections, %d documents, %d dropped, in %.1f s",
         tenant.id,

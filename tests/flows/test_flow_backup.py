@@ -10,7 +10,7 @@ from flowkit import OWNER, Background, FlowEnv, artifact, files_of, seed
 
 from daai_backup.errors import PermissionDenied
 from flows.backup import backup
-from tasks.common import ensure_limit, tenant_lock_name
+from tasks.common import ensure_limit, progress_listener, tenant_lock_name
 
 
 def test_manual_backup_writes_one_file_and_publishes_the_list(
@@ -18,8 +18,12 @@ def test_manual_backup_writes_one_file_and_publishes_the_list(
 ) -> None:
     seed(mongo_client, mongo_db_name)
     tid = flow_env.add_tenant(mongo_db_name)
-    result = backup(tenant=tid, actor=OWNER, note="before the migration")
+    seen: list[int] = []
+    with progress_listener(lambda done, expected: seen.append(done)):
+        result = backup(tenant=tid, actor=OWNER, note="before the migration")
     assert isinstance(result, dict)
+    assert seen  # a CLI's progress bar is fed with byte counts
+    assert max(seen) <= result["size_bytes"]
     assert result["documents"] == 50
     assert result["size_bytes"] > 0
     assert files_of(flow_env, tid) == [result["file"]]
