@@ -16,10 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import DeploymentUpdate
 from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterTags,
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     from prefect.client.schemas.responses import DeploymentResponse
 
 PAGE = 200
+CODE_DIR = Path(__file__).resolve().parent.parent
+"""Where workers find the code (``flows/...`` entrypoints): this checkout or image path."""
 
 
 @dataclass
@@ -104,14 +108,14 @@ def sync_deployments(
             wanted.add(full_name)
             current = existing.get(full_name)
             if current is None:
-                to_runner(spec, flows, work_pool=work_pool).apply(work_pool_name=work_pool)
+                _apply(client, spec, flows, work_pool)
                 report.created.append(full_name)
                 continue
             if _differs(spec, current, work_pool):
                 # No pool asked for: keep the one the deployment has (an update that names
                 # no pool would take it off its pool).
                 pool = work_pool if work_pool is not None else current.work_pool_name
-                to_runner(spec, flows, work_pool=pool).apply(work_pool_name=pool)
+                _apply(client, spec, flows, pool)
                 _delete_stale_schedules(client, current, spec.schedules)
                 report.updated.append(full_name)
                 if spec.paused != current.paused:
@@ -129,6 +133,25 @@ def sync_deployments(
                 client.delete_deployment(deployment.id)
                 report.removed.append(full_name)
     return report
+
+
+def pull_steps(code_dir: Path = CODE_DIR) -> list[dict[str, Any]]:
+    """What a worker does before a run: work in the checkout/image directory of the code."""
+    return [{"prefect.deployments.steps.set_working_directory": {"directory": str(code_dir)}}]
+
+
+def _apply(
+    client: SyncPrefectClient,
+    spec: DeploymentSpec,
+    flows: Mapping[str, Flow[..., Any]],
+    work_pool: str | None,
+) -> None:
+    """Create or update one deployment; on a pool, with the pull step workers need."""
+    deployment_id = to_runner(spec, flows, work_pool=work_pool).apply(work_pool_name=work_pool)
+    assert isinstance(deployment_id, UUID)  # the sync form of apply
+    if work_pool is not None:
+        # Without a pull step a process worker runs each flow in an empty temporary folder.
+        client.update_deployment(deployment_id, DeploymentUpdate(pull_steps=pull_steps()))
 
 
 def _read_managed(client: SyncPrefectClient) -> dict[str, DeploymentResponse]:
@@ -159,7 +182,9 @@ def _differs(spec: DeploymentSpec, current: DeploymentResponse, work_pool: str |
         return True
     if (current.description or "") != spec.description:
         return True
-    if work_pool is not None and current.work_pool_name != work_pool:
+    if work_pool is not None and (
+        current.work_pool_name != work_pool or current.pull_steps != pull_steps()
+    ):
         return True
     return _schedule_key(spec.schedules) != _current_schedule_key(current)
 
