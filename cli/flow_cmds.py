@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
-from prefect.states import State
+from prefect.client.schemas.objects import State
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from cli.app import app, console, fail, is_terminal
