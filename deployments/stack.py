@@ -263,6 +263,18 @@ def prefect_healthy(api_url: str) -> bool:
         return False
 
 
+def deployments_registered(api_url: str) -> int:
+    """How many daai-backup deployments the server has (serve registers them on start)."""
+    import httpx
+
+    body = {"deployments": {"tags": {"all_": ["daai-backup"]}}}
+    try:
+        response = httpx.post(f"{api_url}/deployments/count", json=body, timeout=5.0)
+        return int(response.json()) if response.status_code == 200 else 0
+    except (httpx.HTTPError, ValueError):
+        return 0
+
+
 def mongo_ready(uri: str) -> bool:
     from pymongo import MongoClient
     from pymongo.errors import PyMongoError
@@ -398,6 +410,13 @@ def up(cfg: StackConfig, *, ready_file: Path | None = None) -> int:
             child_environment(cfg, key=key, api=True),
             to_terminal=True,
             stop_signal=signal.SIGINT,
+        )
+        expected = len(registry) + 4  # a backup deployment per tenant + the four operations
+        wait_until(
+            lambda: deployments_registered(cfg.api_url) >= expected,
+            timeout_s=180,
+            what="the served deployments",
+            stack=stack,
         )
         print(banner(cfg, list(registry)), flush=True)
         if ready_file is not None:
