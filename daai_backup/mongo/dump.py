@@ -9,6 +9,7 @@ straight into the sink: nothing is decoded and no more than one server batch (at
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any, BinaryIO, Literal
 from pymongo import MongoClient
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
-from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from daai_backup.mongo.archive_format import ArchiveHeader, ArchiveWriter, CollectionMetadata
 from daai_backup.mongo.crc64 import Crc64
@@ -29,9 +30,10 @@ from daai_backup.mongo.translate import SNAPSHOT_TOO_OLD, translated
 RESERVED_PREFIX = "__daai_restore."
 
 _LENGTH = struct.Struct("<i")
-#: Aim for server batches of about this size (the server caps them at 16 MiB): smaller
-#: batches keep the process's peak memory flat as databases grow (bench/RESULTS.md).
-BATCH_TARGET_BYTES = 4 * 1024 * 1024
+#: Documents per server batch (the server also caps a batch at 16 MiB). Batches of a few MB
+#: keep the process's peak memory flat as databases grow (bench/RESULTS.md); measuring the
+#: average document size first (collStats, a sample) costs a scan on the test server.
+BATCH_DOCUMENTS = 500
 
 
 @dataclass(frozen=True)
@@ -132,43 +134,11 @@ def _count_documents(batch: bytes) -> int:
     return count
 
 
-def _batch_size(db: Database[Any], name: str) -> int:
-    """Documents per batch for about BATCH_TARGET_BYTES, from the average document size."""
+def _start_snapshot(client: MongoClient[Any]) -> ClientSession | None:
     try:
-        average = int(db.command("collStats", name).get("avgObjSize") or 0)
-    except OperationFailure:
-        average = 0  # collStats not allowed or not supported: let the server choose
-    if average <= 0:
-        return 0
-    return max(1, min(100_000, BATCH_TARGET_BYTES // average))
-
-
-def _open_snapshot(
-    client: MongoClient[Any], db: Database[Any], metas: list[CollectionMetadata]
-) -> ClientSession | None:
-    """A snapshot session whose point in time is fixed, or None if the server refuses one."""
-    try:
-        session = client.start_session(snapshot=True)
+        return client.start_session(snapshot=True)
     except PyMongoError:
         return None
-    first = next((m for m in metas if m.type != "view"), None)
-    if first is None:
-        return session
-    try:
-        # The first read fixes the snapshot's point in time for every later read.
-        for _ in db.get_collection(first.data_collection).find_raw_batches(
-            {}, session=session, limit=1
-        ):
-            break
-    except ConnectionFailure:
-        session.end_session()
-        raise
-    except OperationFailure as exc:
-        session.end_session()
-        if exc.code == SNAPSHOT_TOO_OLD:
-            raise
-        return None
-    return session
 
 
 def dump_database(
@@ -187,8 +157,8 @@ def dump_database(
     version = server_version(client)
     db = client.get_database(database)
     metas = list_metadata(db)
-    with translated(f"starting a snapshot read of {database!r}"):
-        session = _open_snapshot(client, db, metas)
+    session = _start_snapshot(client)
+    snapshot_fixed = False
     consistency: Literal["snapshot", "best-effort"] = "snapshot" if session else "best-effort"
     writer = ArchiveWriter(sink)
     writer.write_prelude(ArchiveHeader(server_version=version, tool_version=tool_version()), metas)
@@ -202,10 +172,26 @@ def dump_database(
             wrote_segment = False
             if meta.type != "view":
                 with translated(f"reading {database}.{name}"):
-                    cursor = db.get_collection(name).find_raw_batches(
-                        {}, session=session, batch_size=_batch_size(db, name)
+                    coll = db.get_collection(name)
+                    batches = iter(
+                        coll.find_raw_batches({}, session=session, batch_size=BATCH_DOCUMENTS)
                     )
-                    for batch in cursor:
+                    if session is not None and not snapshot_fixed:
+                        # The first read fixes the snapshot's point in time for all later
+                        # ones; a server that refuses snapshot reads refuses this one.
+                        try:
+                            first = next(batches, None)
+                        except OperationFailure as exc:
+                            if exc.code == SNAPSHOT_TOO_OLD:
+                                raise
+                            session.end_session()
+                            session, consistency = None, "best-effort"
+                            batches = iter(coll.find_raw_batches({}, batch_size=BATCH_DOCUMENTS))
+                            first = next(batches, None)
+                        snapshot_fixed = True
+                        if first is not None:
+                            batches = itertools.chain([first], batches)
+                    for batch in batches:
                         if not batch:
                             continue
                         writer.write_segment(database, name, batch)
