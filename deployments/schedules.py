@@ -1,21 +1,23 @@
-"""The frequency table as Prefect schedules: tenant -> one ``Interval`` schedule.
+"""The frequency table as Prefect schedules: tenant -> one day-based ``RRule`` schedule.
 
 Every scheduled backup fires at ``SCHEDULE_HOUR``:00 in the tenant's time zone plus a stable
-per-tenant offset, as a true interval from a fixed anchor::
+per-tenant offset, every N calendar days from a fixed anchor::
 
-    anchor = EPOCH at 01:00 tenant-local + offset(tenant id)
-    runs   = anchor + k * interval            (k = 0, 1, 2, ...)
+    DTSTART:<EPOCH>T01:<offset>   (local wall time in the tenant's zone)
+    RRULE:FREQ=DAILY;INTERVAL=<N> (N = 30, 15, 7, 3, 1; "24-hour" and "daily" are N = 1)
 
 - ``offset`` is ``sha256(tenant id) mod schedule_spread_minutes`` minutes: stable across
   processes and machines (unlike ``hash()``), roughly uniform over the window, so thousands of
   tenants do not start at the same minute.
 - The anchor is a fixed date (:data:`EPOCH`), so a 3-day schedule keeps its 3-day rhythm over
   month ends (a cron ``*/3`` would restart on the 1st) and re-registering never shifts it.
-- Prefect adds whole-day intervals in the schedule's time zone (measured on Prefect 3.9: a
-  24-hour interval in America/New_York stays at 01:xx local across both DST switches, i.e. 23
-  or 25 elapsed hours on those two days, and fires once on the repeated hour). That is what
-  the product promises ("01:00 in the tenant's time zone"), so every row uses ``Interval``;
-  see ``docs/decisions.md``.
+- Why not ``Interval`` (measured on Prefect 3.9 with the server's own schedule code): an
+  Interval with a time zone does keep 01:xx local across DST switches, but when the local
+  time falls into a DST gap on any day between the anchor and now (02:30 in New York or
+  Berlin, 01:30 in London) the whole series moves an hour later for good: it fires at 03:30
+  forever after. The RRule keeps the wall time on every other day, fires once on the gap day
+  (an hour earlier by the wall clock) and once on the repeated hour in autumn. Every row is a
+  whole number of days, so the RRule is still a true interval. See ``docs/decisions.md``.
 - The slug is ``<tenant>-<label>``: without a slug, re-registering re-activates a paused
   schedule; with it, a frequency change is a new slug and sync deletes the old schedule.
 """
@@ -27,7 +29,7 @@ from datetime import datetime, time, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from prefect.schedules import Interval, Schedule
+from prefect.schedules import Interval, RRule, Schedule
 
 from daai_backup import policy
 from daai_backup.tenants import Tenant
@@ -55,6 +57,11 @@ def schedule_slug(tenant_id: str, label: str) -> str:
     return f"{tenant_id}-{label}"
 
 
+def day_rrule(anchor: datetime, days: int) -> str:
+    """``DTSTART`` (naive local wall time) plus a daily rule every ``days`` days."""
+    return f"DTSTART:{anchor:%Y%m%dT%H%M%S}\nRRULE:FREQ=DAILY;INTERVAL={days}"
+
+
 def backup_schedule(
     tenant: Tenant,
     label: str,
@@ -70,22 +77,22 @@ def backup_schedule(
     """
     row = policy.scheduled_frequency(label, tenant.environment)
     assert row.interval is not None
-    zone_name = tenant.timezone or default_timezone
-    return Interval(
-        row.interval,
-        anchor_date=anchor_date(
-            tenant, default_timezone=default_timezone, spread_minutes=spread_minutes
-        ),
-        timezone=zone_name,
+    days, rest = divmod(row.interval, timedelta(days=1))
+    if rest or days < 1:
+        raise ValueError(f"frequency {label!r} is not a whole number of days")
+    anchor = anchor_date(tenant, default_timezone=default_timezone, spread_minutes=spread_minutes)
+    return RRule(
+        day_rrule(anchor, days),
+        timezone=tenant.timezone or default_timezone,
         active=active,
         slug=schedule_slug(tenant.id, label),
     )
 
 
 def daily_schedule(hour: int, timezone: str, slug: str, minute: int = 0) -> Schedule:
-    """A once-a-day interval at ``hour:minute`` local (for the retention sweep)."""
-    anchor = datetime.combine(EPOCH, time(hour, minute), tzinfo=ZoneInfo(timezone))
-    return Interval(timedelta(days=1), anchor_date=anchor, timezone=timezone, slug=slug)
+    """Once a day at ``hour:minute`` local (for the retention sweep)."""
+    anchor = datetime.combine(EPOCH, time(hour, minute))
+    return RRule(day_rrule(anchor, 1), timezone=timezone, slug=slug)
 
 
 def hourly_schedule(slug: str, minute: int = 5) -> Schedule:
@@ -97,20 +104,24 @@ def hourly_schedule(slug: str, minute: int = 5) -> Schedule:
 def next_run_times(schedule: Schedule, after: datetime, count: int) -> list[datetime]:
     """The next ``count`` fire times after ``after``, computed by the server's own code.
 
-    Uses Prefect's server-side schedule model, i.e. exactly what the scheduler service will
-    create, so tests and ``docs`` can show real dates without a running server.
+    Uses Prefect's server-side schedule models, i.e. exactly what the scheduler service will
+    create, so tests and docs can show real dates without a running server.
     """
     import asyncio
 
-    from prefect.server.schemas.schedules import IntervalSchedule
+    from prefect.server.schemas.schedules import IntervalSchedule, RRuleSchedule
 
-    if schedule.interval is None:
-        raise ValueError("only interval schedules are supported")
-    interval = schedule.interval
-    server_schedule = IntervalSchedule(
-        interval=interval if isinstance(interval, timedelta) else timedelta(seconds=interval),
-        anchor_date=schedule.anchor_date,  # type: ignore[arg-type]
-        timezone=schedule.timezone,
-    )
+    server_schedule: IntervalSchedule | RRuleSchedule
+    if schedule.rrule is not None:
+        server_schedule = RRuleSchedule(rrule=schedule.rrule, timezone=schedule.timezone)
+    elif schedule.interval is not None:
+        interval = schedule.interval
+        server_schedule = IntervalSchedule(
+            interval=interval if isinstance(interval, timedelta) else timedelta(seconds=interval),
+            anchor_date=schedule.anchor_date,  # type: ignore[arg-type]
+            timezone=schedule.timezone,
+        )
+    else:
+        raise ValueError("only rrule and interval schedules are supported")
     dates = asyncio.run(server_schedule.get_dates(n=count, start=after))
     return [datetime.fromisoformat(d.isoformat()) for d in dates]

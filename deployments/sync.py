@@ -192,12 +192,17 @@ def _differs(spec: DeploymentSpec, current: DeploymentResponse, work_pool: str |
 def _schedule_key(items: Iterable[Schedule]) -> set[tuple[Any, ...]]:
     key: set[tuple[Any, ...]] = set()
     for s in items:
-        interval = s.interval
-        seconds = (
-            interval.total_seconds() if isinstance(interval, timedelta) else float(interval or 0)
-        )
-        anchor = s.anchor_date.astimezone(UTC)
-        key.add((s.slug, seconds, anchor, s.timezone, s.active))
+        if s.rrule is not None:
+            what: tuple[Any, ...] = ("rrule", s.rrule)
+        else:
+            interval = s.interval
+            seconds = (
+                interval.total_seconds()
+                if isinstance(interval, timedelta)
+                else float(interval or 0)
+            )
+            what = ("interval", seconds, s.anchor_date.astimezone(UTC))
+        key.add((s.slug, what, s.timezone, s.active))
     return key
 
 
@@ -205,12 +210,18 @@ def _current_schedule_key(current: DeploymentResponse) -> set[tuple[Any, ...]]:
     key: set[tuple[Any, ...]] = set()
     for item in current.schedules:
         schedule = item.schedule
-        interval = getattr(schedule, "interval", None)
-        anchor = getattr(schedule, "anchor_date", None)
-        seconds = interval.total_seconds() if isinstance(interval, timedelta) else None
-        utc_anchor = anchor.astimezone(UTC) if isinstance(anchor, datetime) else None
-        zone = getattr(schedule, "timezone", None)
-        key.add((item.slug, seconds, utc_anchor, zone, item.active))
+        rrule = getattr(schedule, "rrule", None)
+        if isinstance(rrule, str):
+            what: tuple[Any, ...] = ("rrule", rrule)
+        else:
+            interval = getattr(schedule, "interval", None)
+            anchor = getattr(schedule, "anchor_date", None)
+            what = (
+                "interval",
+                interval.total_seconds() if isinstance(interval, timedelta) else None,
+                anchor.astimezone(UTC) if isinstance(anchor, datetime) else None,
+            )
+        key.add((item.slug, what, getattr(schedule, "timezone", None), item.active))
     return key
 
 

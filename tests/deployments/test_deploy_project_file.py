@@ -30,9 +30,12 @@ def test_prefect_yaml_matches_operation_deployments() -> None:
         assert len(yaml_schedules) == len(spec.schedules)
         for raw, schedule in zip(yaml_schedules, spec.schedules, strict=True):
             assert raw["slug"] == schedule.slug
-            assert timedelta(seconds=raw["interval"]) == schedule.interval
-            assert datetime.fromisoformat(raw["anchor_date"]) == schedule.anchor_date
             assert raw["timezone"] == schedule.timezone
+            if schedule.rrule is not None:
+                assert raw["rrule"] == schedule.rrule
+            else:
+                assert timedelta(seconds=raw["interval"]) == schedule.interval
+                assert datetime.fromisoformat(raw["anchor_date"]) == schedule.anchor_date
 
 
 def test_makefile_targets() -> None:

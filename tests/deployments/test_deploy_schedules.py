@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from deploy_helpers import registry
+from prefect.schedules import Interval, RRule
 
 from daai_backup.errors import ConfigError, TenantsFileInvalid
 from daai_backup.settings import Settings
@@ -125,15 +126,46 @@ def test_schedule_shape_slug_and_anchor() -> None:
     schedule = schedules.backup_schedule(
         tenant, "7-day", default_timezone="Asia/Kolkata", spread_minutes=120
     )
+    offset = schedules.offset_minutes("acme-hr", 120)
+    hour, minute = divmod(60 + offset, 60)
     assert schedule.slug == "acme-hr-7-day"
     assert schedule.timezone == "Europe/Berlin"
-    assert schedule.interval == timedelta(days=7)
-    assert schedule.anchor_date.date() == schedules.EPOCH
-    assert schedule.anchor_date.utcoffset() == timedelta(hours=1)
+    assert schedule.rrule == (
+        f"DTSTART:20240101T{hour:02d}{minute:02d}00\nRRULE:FREQ=DAILY;INTERVAL=7"
+    )
     default_zone = schedules.backup_schedule(
         _tenant(), "15-day", default_timezone="Asia/Kolkata", spread_minutes=120
     )
     assert default_zone.timezone == "Asia/Kolkata"
+    assert default_zone.rrule is not None
+    assert default_zone.rrule.endswith("INTERVAL=15")
+
+
+@pytest.mark.parametrize(
+    ("zone", "hour", "minute", "after", "gap_day"),
+    [
+        ("America/New_York", 2, 30, datetime(2026, 3, 5, tzinfo=UTC), 8),
+        ("Europe/Berlin", 2, 45, datetime(2026, 3, 26, tzinfo=UTC), 29),
+        ("Europe/London", 1, 30, datetime(2026, 3, 26, tzinfo=UTC), 29),
+    ],
+)
+def test_a_slot_inside_the_dst_gap_does_not_drift(
+    zone: str, hour: int, minute: int, after: datetime, gap_day: int
+) -> None:
+    """Prefect's Interval moves the whole series an hour later after a gap; the RRule not."""
+    tz = ZoneInfo(zone)
+    anchor = datetime(2024, 1, 1, hour, minute)
+    rrule = RRule(schedules.day_rrule(anchor, 1), timezone=zone, slug="x")
+    local = [r.astimezone(tz) for r in schedules.next_run_times(rrule, after, 7)]
+    assert len({t.date() for t in local}) == 7  # one run per day, the gap day included
+    assert any(t.day == gap_day for t in local)
+    assert {(t.hour, t.minute) for t in local if t.day != gap_day} == {(hour, minute)}
+    # What Interval does with the same slot (measured; the reason for the RRule):
+    interval = Interval(
+        timedelta(days=1), anchor_date=anchor.replace(tzinfo=tz), timezone=zone, slug="y"
+    )
+    drifted = [r.astimezone(tz) for r in schedules.next_run_times(interval, after, 7)]
+    assert {(t.hour, t.minute) for t in drifted} == {(hour + 1, minute)}
 
 
 def test_spec_parameters_tags_and_pause(settings: Settings) -> None:
@@ -156,10 +188,13 @@ def test_override_applies_until_it_expires(settings: Settings) -> None:
     after = tenant_spec(tenant, settings=settings, now=until)
     assert during.parameters["label"] == "24-hour"
     assert during.schedules[0].slug == "acme-hr-24-hour"
+    assert during.schedules[0].rrule is not None
     assert "override until" in during.description
     assert after.parameters["label"] == "15-day"
     assert after.schedules[0].slug == "acme-hr-15-day"
-    assert after.schedules[0].anchor_date == during.schedules[0].anchor_date
+    assert after.schedules[0].rrule is not None
+    # Same anchor (DTSTART), only the interval differs.
+    assert after.schedules[0].rrule.split("\n")[0] == during.schedules[0].rrule.split("\n")[0]
 
 
 def test_daily_on_production_is_refused_clearly(settings: Settings) -> None:
@@ -177,7 +212,7 @@ def test_operation_deployments(settings: Settings) -> None:
     assert specs["restore"].schedules == ()
     assert specs["retention"].schedules == ()
     sweep = specs["retention-sweep"].schedules[0]
-    assert sweep.interval == timedelta(days=1)
-    assert sweep.anchor_date.hour == 4
+    assert sweep.rrule == "DTSTART:20240101T040000\nRRULE:FREQ=DAILY;INTERVAL=1"
+    assert sweep.timezone == "Asia/Kolkata"
     assert specs["sync-schedules"].schedules[0].interval == timedelta(hours=1)
     assert specs["sync-schedules"].parameters == {"work_pool": "pool-a"}

@@ -66,7 +66,7 @@ def test_create_then_idempotent(
     assert not deployment.paused
     [schedule] = deployment.schedules
     assert schedule.slug == "globex-crm-3-day"
-    assert schedule.schedule.interval == timedelta(days=3)  # type: ignore[union-attr]
+    assert schedule.schedule.rrule.endswith("FREQ=DAILY;INTERVAL=3")  # type: ignore[union-attr]
     assert schedule.schedule.timezone == "UTC"  # type: ignore[union-attr]
     restore = _read("restore/restore")
     assert restore.schedules == []
