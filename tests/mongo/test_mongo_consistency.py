@@ -103,3 +103,20 @@ def test_reader_maps_time_series_buckets_as_mongodump_writes_them() -> None:
     ends = [e for e in events if isinstance(e, NamespaceEnd)]
     assert [e.collection for e in batches] == ["system.buckets.metrics"]
     assert [(e.collection, e.documents) for e in ends] == [("system.buckets.metrics", 1)]
+
+
+def test_restore_machinery_is_never_backed_up(
+    mongo_client: MongoClient[Any], mongo_db_name: str
+) -> None:
+    db = mongo_client[mongo_db_name]
+    db.real.insert_one({"x": 1})
+    db["__daai_restore.deadbeef.real"].insert_one({"x": 2})
+    db["__daai_restore.journal"].insert_one({"_id": "restore", "state": "loading"})
+    names = [m.collection for m in _metadata(dump_bytes(mongo_client, mongo_db_name))]
+    assert names == ["real"]
+
+
+def _metadata(archive: bytes) -> list[Any]:
+    from daai_backup.mongo import ArchiveReader
+
+    return list(ArchiveReader(io.BytesIO(archive)).collections)
