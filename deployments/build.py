@@ -5,7 +5,7 @@ Names (Prefect shows ``<flow name>/<deployment name>``):
 ==========================  ======================================  ==========================
 deployment                  parameters                              schedule
 ==========================  ======================================  ==========================
-``backup/backup-<tenant>``  ``{tenant, label: <frequency>}``        Interval, tenant's frequency
+``backup/backup-<tenant>``  ``{tenant, label: <frequency>}``        RRule, tenant's frequency
 ``restore/restore``         given per run (tenant, file, actor...)  none
 ``retention/retention``     given per run (tenant, dry_run)         none
 ``retention-sweep/...``     none                                    daily, 04:00 default tz

@@ -21,7 +21,11 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.actions import DeploymentUpdate
+from prefect.client.schemas.actions import (
+    DeploymentScheduleCreate,
+    DeploymentScheduleUpdate,
+    DeploymentUpdate,
+)
 from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterTags,
@@ -101,6 +105,7 @@ def sync_deployments(
     report = SyncReport()
     with get_client(sync_client=True) as client:
         existing = _read_managed(client)
+        writer = _Writer(client, flows)
         wanted: set[str] = set()
         for spec in specs:
             flow_name = flows[spec.role].name
@@ -108,14 +113,14 @@ def sync_deployments(
             wanted.add(full_name)
             current = existing.get(full_name)
             if current is None:
-                _apply(client, spec, flows, work_pool)
+                writer.create(spec, work_pool)
                 report.created.append(full_name)
                 continue
             if _differs(spec, current, work_pool):
                 # No pool asked for: keep the one the deployment has (an update that names
                 # no pool would take it off its pool).
                 pool = work_pool if work_pool is not None else current.work_pool_name
-                _apply(client, spec, flows, pool)
+                writer.update(current.id, spec, pool)
                 _delete_stale_schedules(client, current, spec.schedules)
                 report.updated.append(full_name)
                 if spec.paused != current.paused:
@@ -140,18 +145,70 @@ def pull_steps(code_dir: Path = CODE_DIR) -> list[dict[str, Any]]:
     return [{"prefect.deployments.steps.set_working_directory": {"directory": str(code_dir)}}]
 
 
-def _apply(
-    client: SyncPrefectClient,
-    spec: DeploymentSpec,
-    flows: Mapping[str, Flow[..., Any]],
-    work_pool: str | None,
-) -> None:
-    """Create or update one deployment; on a pool, with the pull step workers need."""
-    deployment_id = to_runner(spec, flows, work_pool=work_pool).apply(work_pool_name=work_pool)
-    assert isinstance(deployment_id, UUID)  # the sync form of apply
-    if work_pool is not None:
-        # Without a pull step a process worker runs each flow in an empty temporary folder.
-        client.update_deployment(deployment_id, DeploymentUpdate(pull_steps=pull_steps()))
+class _Writer:
+    """Creates and updates deployments over one client, as ``RunnerDeployment.apply`` would.
+
+    The flow id, entrypoint, path and parameter schema are computed once per flow from a
+    ``RunnerDeployment`` (so they are exactly what ``serve``/``apply`` register), then each
+    deployment is one request: ``apply`` itself opens a client, looks the deployment up and
+    infers a version from git on every call, about 10x slower for a thousand tenants.
+    """
+
+    def __init__(self, client: SyncPrefectClient, flows: Mapping[str, Flow[..., Any]]) -> None:
+        self.client = client
+        self.flows = flows
+        self._templates: dict[str, tuple[UUID, dict[str, Any]]] = {}
+
+    def _template(self, spec: DeploymentSpec) -> tuple[UUID, dict[str, Any]]:
+        if spec.role not in self._templates:
+            runner = to_runner(spec, self.flows)
+            flow_id = self.client.create_flow_from_name(self.flows[spec.role].name)
+            fields = {
+                "entrypoint": runner.entrypoint,
+                "path": runner._path,
+                "parameter_openapi_schema": runner._parameter_openapi_schema.model_dump(
+                    exclude_unset=True
+                ),
+                "enforce_parameter_schema": True,
+            }
+            self._templates[spec.role] = (flow_id, fields)
+        return self._templates[spec.role]
+
+    def create(self, spec: DeploymentSpec, work_pool: str | None) -> UUID:
+        flow_id, fields = self._template(spec)
+        return self.client.create_deployment(
+            flow_id=flow_id,
+            name=spec.name,
+            schedules=[DeploymentScheduleCreate.from_schedule(s) for s in spec.schedules],
+            parameters=dict(spec.parameters),
+            description=spec.description,
+            tags=list(spec.tags),
+            paused=spec.paused,
+            work_pool_name=work_pool,
+            pull_steps=pull_steps() if work_pool else None,
+            job_variables={} if work_pool else None,
+            **fields,
+        )
+
+    def update(self, deployment_id: UUID, spec: DeploymentSpec, work_pool: str | None) -> None:
+        _, fields = self._template(spec)
+        update: dict[str, Any] = {
+            "parameters": dict(spec.parameters),
+            "description": spec.description,
+            "tags": list(spec.tags),
+            "paused": spec.paused,
+            "schedules": [
+                DeploymentScheduleUpdate(
+                    schedule=created.schedule, active=created.active, slug=created.slug
+                )
+                for created in (DeploymentScheduleCreate.from_schedule(s) for s in spec.schedules)
+            ],
+            **fields,
+        }
+        if work_pool is not None:  # naming no pool keeps the deployment's own
+            update["work_pool_name"] = work_pool
+            update["pull_steps"] = pull_steps()
+        self.client.update_deployment(deployment_id, DeploymentUpdate(**update))
 
 
 def _read_managed(client: SyncPrefectClient) -> dict[str, DeploymentResponse]:
