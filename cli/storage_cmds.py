@@ -43,26 +43,31 @@ def list_(
     console.print(render_table(entries, tz, title=f"Backups of {record.workspace_name}"))
 
 
+def _pin(tenant: str, file: str, held: bool) -> None:
+    ctx = engine()
+    record = ctx.tenant(tenant)
+    describe_backup(ctx, record, file)
+    folder = ctx.folder(record)
+    if held:
+        folder.hold(file)
+        console.print(f"held {file}: retention will keep it until `release`", highlight=False)
+    else:
+        folder.release(file)
+        console.print(f"released {file}: retention applies to it again", highlight=False)
+
+
 @app.command()
 @guarded
 def hold(tenant: TenantOption, file: FileOption) -> None:
     """Pin a backup: retention never deletes a held backup."""
-    ctx = engine()
-    record = ctx.tenant(tenant)
-    describe_backup(ctx, record, file)
-    ctx.folder(record).hold(file)
-    console.print(f"held {file}: retention will keep it until `release`", highlight=False)
+    _pin(tenant, file, held=True)
 
 
 @app.command()
 @guarded
 def release(tenant: TenantOption, file: FileOption) -> None:
     """Unpin a held backup: it returns to the retention pool."""
-    ctx = engine()
-    record = ctx.tenant(tenant)
-    describe_backup(ctx, record, file)
-    ctx.folder(record).release(file)
-    console.print(f"released {file}: retention applies to it again", highlight=False)
+    _pin(tenant, file, held=False)
 
 
 @app.command()
