@@ -8,6 +8,7 @@ deployment                  parameters                              schedule
 ``backup/backup-<tenant>``  ``{tenant, label: <frequency>}``        RRule, tenant's frequency
 ``restore/restore``         given per run (tenant, file, actor...)  none
 ``retention/retention``     given per run (tenant, dry_run)         none
+``verify/verify``           given per run (tenant, file)            none
 ``retention-sweep/...``     none                                    daily, 04:00 default tz
 ``sync-schedules/...``      ``{work_pool}``                         hourly
 ==========================  ======================================  ==========================
@@ -43,14 +44,15 @@ if TYPE_CHECKING:
 MANAGED_TAG: Final = "daai-backup"
 """Every deployment this product creates carries it; sync deletes only tagged ones."""
 
-BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC = (
+BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY = (
     "backup",
     "restore",
     "retention",
     "retention-sweep",
     "sync-schedules",
+    "verify",
 )
-ROLES: Final = (BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC)
+ROLES: Final = (BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY)
 
 FLOW_OBJECTS: Final[dict[str, str]] = {
     BACKUP: "flows.backup:backup",
@@ -58,6 +60,7 @@ FLOW_OBJECTS: Final[dict[str, str]] = {
     RETENTION: "flows.retention:retention",
     RETENTION_SWEEP: "flows.retention:retention_sweep",
     SYNC: "flows.sync:sync_schedules",
+    VERIFY: "flows.verify:verify",
 }
 """Where each role's flow object lives (``module:attribute``)."""
 
@@ -124,7 +127,7 @@ def tenant_spec(tenant: Tenant, *, settings: Settings, now: datetime) -> Deploym
 
 
 def operation_specs(settings: Settings, *, work_pool: str | None) -> list[DeploymentSpec]:
-    """The tenant-independent deployments: restore, retention, the sweep and the sync."""
+    """The tenant-independent deployments: restore, retention, verify, the sweep and the sync."""
     return [
         DeploymentSpec(
             role=RESTORE,
@@ -137,6 +140,15 @@ def operation_specs(settings: Settings, *, work_pool: str | None) -> list[Deploy
             name=RETENTION,
             tags=(MANAGED_TAG, "operation:retention"),
             description="Apply the retention policy to one tenant (dry_run to preview).",
+        ),
+        DeploymentSpec(
+            role=VERIFY,
+            name=VERIFY,
+            tags=(MANAGED_TAG, "operation:verify"),
+            description=(
+                "Restore drill without a database: read a tenant's backups whole and check "
+                "every tag and CRC (file empty: every backup)."
+            ),
         ),
         DeploymentSpec(
             role=RETENTION_SWEEP,

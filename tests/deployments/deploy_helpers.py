@@ -35,6 +35,11 @@ def retention_sweep() -> None:
     """Stand-in for flows.retention.retention_sweep."""
 
 
+@flow(name="verify")
+def verify(tenant: str, file: str | None = None) -> None:
+    """Stand-in for flows.verify.verify."""
+
+
 @flow(name="sync-schedules")
 def sync_schedules(work_pool: str | None = None) -> None:
     """Stand-in for flows.sync.sync_schedules."""
@@ -46,6 +51,7 @@ FLOWS: dict[str, Flow[..., Any]] = {
     "retention": retention,
     "retention-sweep": retention_sweep,
     "sync-schedules": sync_schedules,
+    "verify": verify,
 }
 
 

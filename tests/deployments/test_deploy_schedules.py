@@ -208,7 +208,7 @@ def test_daily_on_production_is_refused_clearly(settings: Settings) -> None:
 
 def test_operation_deployments(settings: Settings) -> None:
     specs = {s.name: s for s in desired_specs([], settings=settings, work_pool="pool-a")}
-    assert set(specs) == {"restore", "retention", "retention-sweep", "sync-schedules"}
+    assert set(specs) == {"restore", "retention", "retention-sweep", "sync-schedules", "verify"}
     assert specs["restore"].schedules == ()
     assert specs["retention"].schedules == ()
     sweep = specs["retention-sweep"].schedules[0]
