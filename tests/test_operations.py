@@ -218,3 +218,50 @@ def test_wrong_key_is_named_and_legacy_gzip_needs_none(
     assert result.documents == 80
     assert mongo_client[mongo_db_name].employees.count_documents({}) == 50
     assert any(not e.encrypted for e in list_backups(keyless, keyless.tenant("acme")))
+
+
+def test_backup_and_restore_through_s3_over_http(
+    mongo_client, mongo_uri, mongo_db_name, s3_endpoint, s3_bucket
+):
+    """The same pipeline against the S3 API (moto over real HTTP), two tenants in one bucket."""
+    import boto3
+
+    _seed(mongo_client, mongo_db_name)
+    other_db = mongo_db_name + "_b"
+    settings = Settings(
+        backup_encryption_key=KEY,
+        mongodb_uri=mongo_uri,
+        storage_url=f"s3://{s3_bucket}/tenants",
+        s3_endpoint_url=s3_endpoint,
+        tenants_file=Path("unused.yaml"),
+    )
+    registry = TenantRegistry.from_data(
+        {
+            "tenants": [
+                {"id": "acme", "workspace_name": "Acme", "database": mongo_db_name},
+                {"id": "acme-2", "workspace_name": "Acme Two", "database": other_db},
+            ]
+        }
+    )
+    ctx = EngineContext(settings, registry)
+    acme, acme2 = ctx.tenant("acme"), ctx.tenant("acme-2")
+    before = _state(mongo_client, mongo_db_name)
+    try:
+        file = backup_tenant(ctx, acme, "7-day").entry.file
+        keys = [
+            o["Key"]
+            for o in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=s3_bucket)[
+                "Contents"
+            ]
+        ]
+        assert f"tenants/acme/db-backups/{file}" in keys
+        # a tenant whose id shares a prefix sees nothing of acme's
+        assert list_backups(ctx, acme2) == []
+        with pytest.raises(ObjectNotFound):
+            restore_tenant(ctx, acme2, file)
+        mongo_client[mongo_db_name].invoices.delete_many({})
+        restore_tenant(ctx, acme, file)
+        assert _state(mongo_client, mongo_db_name) == before
+        assert verify_backup(ctx, acme, file).documents == 80
+    finally:
+        mongo_client.drop_database(other_db)
