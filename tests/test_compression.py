@@ -39,8 +39,8 @@ def test_writes_one_standard_gzip_member() -> None:
     assert len(blob) < len(DATA) // 3
 
 
-@pytest.mark.skipif(shutil.which("gunzip") is None, reason="gunzip not installed")
 def test_gunzip_reads_it() -> None:
+    """The real gunzip (Debian's gzip, always installed here) reads the output."""
     out = subprocess.run(["gunzip", "-c"], input=compress(DATA), capture_output=True, check=True)
     assert out.stdout == DATA
 
