@@ -13,7 +13,7 @@ import typer
 
 from cli.app import app, console, errors_as_messages, fail, guarded
 from cli.context import load_settings
-from daai_backup.archive import open_plaintext, read_header
+from daai_backup.archive import ENCRYPTED_SUFFIX, open_plaintext, read_header
 from daai_backup.errors import DaaiBackupError
 from daai_backup.keys import generate_master_key
 from daai_backup.tenants import TenantRegistry
@@ -93,7 +93,8 @@ def decrypt(
     """Stream a backup's plaintext gzip out: `mongorestore --archive --gzip` reads it."""
     settings = load_settings()
     with _open_local(file) as source:
-        plain = open_plaintext(source, settings.keyring, tenant)
+        encrypted = True if file.name.endswith(ENCRYPTED_SUFFIX) else None
+        plain = open_plaintext(source, settings.keyring, tenant, encrypted=encrypted)
         if str(output) == "-":
             _copy(plain, sys.stdout.buffer.write)
             sys.stdout.buffer.flush()

@@ -443,16 +443,27 @@ class _ReplayRaw(io.RawIOBase):
         return len(data)
 
 
-def open_plaintext(source: BinaryIO, keyring: Keyring, tenant_id: str) -> BinaryIO:
+def open_plaintext(
+    source: BinaryIO, keyring: Keyring, tenant_id: str, *, encrypted: bool | None = None
+) -> BinaryIO:
     """A readable stream of the plaintext (gzip) bytes of a DBK1 or legacy ``.gz`` file.
 
     Raises at once for NotAnArchive, UnsupportedFormat, WrongTenant and WrongKey; raises
     ArchiveCorrupt from ``read`` where a segment fails authentication or the file ends early.
     A legacy gzip file needs no key. The returned stream does not close ``source``.
+
+    ``encrypted=True`` says the file is known to be DBK1 (its name ends ``.gz.enc``): plain
+    gzip bytes are then refused as ``ArchiveCorrupt``. Without it, anyone able to write to
+    storage could swap an encrypted backup for unauthenticated plaintext of their choosing.
     """
     validate_tenant_id(tenant_id)
     prefix = _read_exact(source, _PREFIX_SIZE)
     if detect_format(prefix) == "gzip":
+        if encrypted:
+            raise ArchiveCorrupt(
+                "this backup's name says it is encrypted but its content is plain gzip: it "
+                "was replaced or altered; use another backup"
+            )
         return io.BufferedReader(_ReplayRaw(prefix, source))
     parsed = _parse_header(prefix, source)
     if parsed.header.tenant_id != tenant_id:

@@ -30,6 +30,7 @@ from daai_backup.backup_folder import BackupFolder, folder_for_tenant
 from daai_backup.catalog import BackupEntry
 from daai_backup.compression import open_gzip_reader, open_gzip_writer
 from daai_backup.errors import (
+    ArchiveCorrupt,
     ObjectNotFound,
     QuotaExceeded,
     SubscriptionSuspended,
@@ -288,10 +289,19 @@ def describe_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> Backup
 
 
 def read_backup_header(ctx: EngineContext, tenant: Tenant, filename: str) -> ArchiveHeader | None:
-    """The DBK1 header of a backup (None for legacy plaintext); needs no key."""
-    describe_backup(ctx, tenant, filename)
+    """The DBK1 header of a backup (None for legacy plaintext); needs no key.
+
+    A file named as encrypted whose content is plain gzip is refused (``ArchiveCorrupt``).
+    """
+    entry = describe_backup(ctx, tenant, filename)
     with ctx.folder(tenant).open(filename) as source:
-        return read_header(source)
+        header = read_header(source)
+    if header is None and entry.encrypted:
+        raise ArchiveCorrupt(
+            f"{filename!r} is named as encrypted but holds plain gzip: it was replaced or "
+            "altered; use another backup"
+        )
+    return header
 
 
 def check_key_can_read(ctx: EngineContext, tenant: Tenant, filename: str) -> None:
@@ -327,7 +337,9 @@ def restore_tenant(
             stored,
             on_progress=(lambda done: progress(done, entry.size_bytes)) if progress else None,
         )
-        plain = open_plaintext(cast(BinaryIO, counted), ctx.settings.keyring, tenant.id)
+        plain = open_plaintext(
+            cast(BinaryIO, counted), ctx.settings.keyring, tenant.id, encrypted=entry.encrypted
+        )
         archive = open_gzip_reader(plain)
         result = restore_database(ctx.mongo_client, tenant.database, archive)
     return RestoreOutcome(
@@ -348,7 +360,7 @@ def verify_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> VerifyOu
     namespaces = 0
     documents = 0
     with ctx.folder(tenant).open(filename) as stored:
-        plain = open_plaintext(stored, ctx.settings.keyring, tenant.id)
+        plain = open_plaintext(stored, ctx.settings.keyring, tenant.id, encrypted=entry.encrypted)
         archive = open_gzip_reader(plain)
         for event in read_archive(archive):
             if isinstance(event, NamespaceEnd):

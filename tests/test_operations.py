@@ -265,3 +265,28 @@ def test_backup_and_restore_through_s3_over_http(
         assert verify_backup(ctx, acme, file).documents == 80
     finally:
         mongo_client.drop_database(other_db)
+
+
+def test_plaintext_swapped_in_under_an_encrypted_name_is_refused(
+    mongo_client, mongo_uri, mongo_db_name, local_storage_url
+):
+    """Someone with write access to storage replaces a .gz.enc with plaintext of their own."""
+    from daai_backup.archive import open_plaintext
+    from daai_backup.errors import ArchiveCorrupt
+
+    _seed(mongo_client, mongo_db_name)
+    ctx = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name})
+    tenant = ctx.tenant("acme")
+    file = backup_tenant(ctx, tenant, "manual").entry.file
+    stored = Path(local_storage_url.removeprefix("file://")) / "acme" / "db-backups" / file
+    with stored.open("rb") as src:
+        plain = open_plaintext(src, ctx.settings.keyring, "acme").read()
+    stored.write_bytes(plain)  # valid mongodump gzip, but no longer authenticated
+    before = _state(mongo_client, mongo_db_name)
+    with pytest.raises(ArchiveCorrupt, match="named as encrypted"):
+        check_key_can_read(ctx, tenant, file)
+    with pytest.raises(ArchiveCorrupt, match="encrypted"):
+        verify_backup(ctx, tenant, file)
+    with pytest.raises(ArchiveCorrupt, match="encrypted"):
+        restore_tenant(ctx, tenant, file)
+    assert _state(mongo_client, mongo_db_name) == before
