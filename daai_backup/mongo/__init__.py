@@ -18,6 +18,8 @@ from daai_backup.mongo.restore import (
     RestoredCollection,
     RestoreProgress,
     RestoreResult,
+    finish_interrupted_restore,
+    interrupted_restore,
     restore_database,
 )
 
@@ -35,6 +37,8 @@ __all__ = [
     "RestoreResult",
     "RestoredCollection",
     "dump_database",
+    "finish_interrupted_restore",
+    "interrupted_restore",
     "read_archive",
     "restore_database",
 ]

@@ -22,12 +22,11 @@ from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError
 
+from daai_backup.errors import DatabaseError
 from daai_backup.mongo.archive_format import ArchiveHeader, ArchiveWriter, CollectionMetadata
 from daai_backup.mongo.crc64 import Crc64
+from daai_backup.mongo.journal import RESERVED_PREFIX, pending_swap
 from daai_backup.mongo.translate import SNAPSHOT_TOO_OLD, translated
-
-#: Prefix of the restore's staging collections and journal; never backed up.
-RESERVED_PREFIX = "__daai_restore."
 
 _LENGTH = struct.Struct("<i")
 #: Documents per server batch (the server also caps a batch at 16 MiB). Batches of a few MB
@@ -151,11 +150,19 @@ def dump_database(
     """Write the uncompressed mongodump archive of every collection and view of ``database``.
 
     Raises ``TransientDatabaseError`` when the server cannot be reached, ``SnapshotTooOld``
-    when the snapshot outlived the server's history window, ``DatabaseError`` otherwise.
+    when the snapshot outlived the server's history window, ``DatabaseError`` otherwise
+    (also when a restore of ``database`` was interrupted mid-swap: its state is torn).
     """
     started = datetime.now(UTC)
     version = server_version(client)
     db = client.get_database(database)
+    with translated(f"checking {database!r} for an interrupted restore"):
+        interrupted = pending_swap(db) is not None
+    if interrupted:
+        raise DatabaseError(
+            f"a restore of database {database!r} was interrupted while swapping collections "
+            "in; run the same restore again to finish it, then back up"
+        )
     metas = list_metadata(db)
     session = _start_snapshot(client)
     snapshot_fixed = False

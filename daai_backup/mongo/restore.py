@@ -39,11 +39,9 @@ from daai_backup.mongo.archive_format import (
     CollectionMetadata,
     DocumentBatch,
 )
-from daai_backup.mongo.dump import RESERVED_PREFIX
+from daai_backup.mongo.journal import JOURNAL, JOURNAL_ID, RESERVED_PREFIX, pending_swap
 from daai_backup.mongo.translate import translated
 
-JOURNAL = f"{RESERVED_PREFIX}journal"
-_JOURNAL_ID = "restore"
 _RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
 _COPY_BATCH_BYTES = 8 * 1024 * 1024
 _COPY_BATCH_DOCS = 1000
@@ -226,6 +224,36 @@ def _apply_swap(db: Database[Any], journal: Mapping[str, Any], fail_at: str | No
     db.drop_collection(JOURNAL)
 
 
+def _finish_pending_swap(db: Database[Any]) -> bool:
+    """Finish a swap an interrupted restore journalled; whether there was one."""
+    journal = pending_swap(db)
+    if journal is None:
+        return False
+    _apply_swap(db, journal, None)
+    return True
+
+
+def interrupted_restore(client: MongoClient[Any], database: str) -> bool:
+    """Whether a restore of ``database`` stopped mid-swap (its live state is torn)."""
+    with translated(f"checking {database!r} for an interrupted restore"):
+        return pending_swap(client.get_database(database)) is not None
+
+
+def finish_interrupted_restore(client: MongoClient[Any], database: str) -> bool:
+    """Finish the swap of a restore of ``database`` that stopped mid-swap, exactly as the
+    next :func:`restore_database` would; whether there was one. Safe to repeat.
+
+    Leftover staging collections are dropped only when a swap was finished (the swap's own
+    ones are gone by then); with nothing pending, nothing is touched.
+    """
+    db = client.get_database(database)
+    with translated(f"finishing the interrupted restore of {database!r}"):
+        if not _finish_pending_swap(db):
+            return False
+        _drop_leftovers(db)
+    return True
+
+
 def _create_staging(db: Database[Any], staged: _Staged) -> None:
     options = dict(staged.meta.options)
     options.pop("uuid", None)
@@ -267,12 +295,8 @@ def restore_database(
     """
     started = datetime.now(UTC)
     db = client.get_database(database)
-    resumed = False
     with translated(f"checking {database!r} for an interrupted restore"):
-        journal = db.get_collection(JOURNAL).find_one({"_id": _JOURNAL_ID})
-        if journal is not None and journal.get("state") == "swapping":
-            _apply_swap(db, journal, None)
-            resumed = True
+        resumed = _finish_pending_swap(db)
         _drop_leftovers(db)
 
     plan = _Plan(run=secrets.token_hex(4))
@@ -293,7 +317,7 @@ def restore_database(
         # The live database is untouched unless the journal says "swapping"; clean the
         # staging area so the failure leaves nothing behind (a next run would do it too).
         try:
-            state = db.get_collection(JOURNAL).find_one({"_id": _JOURNAL_ID})
+            state = db.get_collection(JOURNAL).find_one({"_id": JOURNAL_ID})
             if state is None or state.get("state") != "swapping":
                 _drop_leftovers(db)
         except Exception:  # noqa: S110 - best effort; the next run removes leftovers
@@ -333,7 +357,7 @@ def _restore(
     total_docs = total_bytes = 0
     with translated(f"staging the restore of {database!r}"):
         db.get_collection(JOURNAL).insert_one(
-            {"_id": _JOURNAL_ID, "state": "loading", "run": plan.run, "started": started}
+            {"_id": JOURNAL_ID, "state": "loading", "run": plan.run, "started": started}
         )
         for staged in plan.by_data_ns.values():
             _create_staging(db, staged)
@@ -430,7 +454,7 @@ def _restore(
                 for v in plan.views
             ],
         }
-        db.get_collection(JOURNAL).update_one({"_id": _JOURNAL_ID}, {"$set": journal})
+        db.get_collection(JOURNAL).update_one({"_id": JOURNAL_ID}, {"$set": journal})
         _apply_swap(db, journal, fail_at)
         swap_seconds = time.monotonic() - t0
     if progress:

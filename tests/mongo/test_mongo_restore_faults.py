@@ -17,7 +17,13 @@ from mongo_state import db_state, dump_bytes
 from pymongo import MongoClient
 
 from daai_backup.errors import ArchiveCorrupt, DatabaseError, TransientDatabaseError
-from daai_backup.mongo import RestoreProgress, restore_database
+from daai_backup.mongo import (
+    RestoreProgress,
+    dump_database,
+    finish_interrupted_restore,
+    interrupted_restore,
+    restore_database,
+)
 from daai_backup.mongo.restore import _SimulatedCrash
 
 PREFIX = "__daai_restore."
@@ -149,6 +155,46 @@ def test_crash_during_swap_is_finished_by_rerun(
     result = restore_database(mongo_client, name, io.BytesIO(archive))
     assert result.resumed_interrupted_swap
     assert db_state(mongo_client, name) == snapshot
+
+
+def test_torn_state_is_never_backed_up_and_can_be_finished(
+    mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
+) -> None:
+    name, archive, snapshot, _ = scenario
+    with pytest.raises(_SimulatedCrash):
+        restore_database(mongo_client, name, io.BytesIO(archive), _fail_at="swap")
+    torn = db_state(mongo_client, name)
+    assert interrupted_restore(mongo_client, name)
+    sink = io.BytesIO()
+    with pytest.raises(DatabaseError, match="interrupted while swapping") as refused:
+        dump_database(mongo_client, name, sink)
+    assert "run the same restore again to finish it, then back up" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert sink.getvalue() == b""  # refused before writing anything
+    assert db_state(mongo_client, name) == torn  # and changed nothing
+
+    assert finish_interrupted_restore(mongo_client, name)
+    assert db_state(mongo_client, name) == snapshot
+    assert not interrupted_restore(mongo_client, name)
+    assert not finish_interrupted_restore(mongo_client, name)  # idempotent
+    again = dump_bytes(mongo_client, name)  # the dump works again, and holds the snapshot
+    restore_database(mongo_client, name, io.BytesIO(again))
+    assert db_state(mongo_client, name) == snapshot
+
+
+def test_finishing_when_nothing_is_pending_changes_nothing(
+    mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
+) -> None:
+    name, archive, _, live = scenario
+    assert not interrupted_restore(mongo_client, name)
+    assert not finish_interrupted_restore(mongo_client, name)
+    assert db_state(mongo_client, name) == live
+    with pytest.raises(_SimulatedCrash):  # a crashed load: staging left, live untouched
+        restore_database(mongo_client, name, io.BytesIO(archive), _fail_at="load")
+    left = db_state(mongo_client, name)
+    assert not interrupted_restore(mongo_client, name)
+    assert not finish_interrupted_restore(mongo_client, name)
+    assert db_state(mongo_client, name) == left
 
 
 _KILL_SCRIPT = textwrap.dedent(
