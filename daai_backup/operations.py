@@ -43,6 +43,7 @@ from daai_backup.mongo import (
     read_archive,
     restore_database,
 )
+from daai_backup.mongo import finish_interrupted_restore as _finish_interrupted_restore
 from daai_backup.names import BackupName, new_backup_name, validate_note
 from daai_backup.quota import MB, QuotaReport, check_quota
 from daai_backup.settings import Settings
@@ -66,6 +67,7 @@ class EngineContext:
     """Settings, the tenant registry and lazily made clients, shared by the engine calls."""
 
     def __init__(self, settings: Settings, registry: TenantRegistry) -> None:
+        registry.check_storage_roots(settings.storage_url)
         self.settings = settings
         self.registry = registry
 
@@ -74,7 +76,10 @@ class EngineContext:
         return self.registry[tenant_id]
 
     def folder(self, tenant: Tenant) -> BackupFolder:
-        """The tenant's own ``db-backups`` folder; nothing outside it is reachable through it."""
+        """The tenant's own ``db-backups`` folder; nothing outside it is reachable through it.
+
+        Roots never overlap between tenants (checked when the context is made).
+        """
         return folder_for_tenant(
             tenant.id,
             tenant.storage_url,
@@ -353,6 +358,15 @@ def restore_tenant(
     )
 
 
+def finish_interrupted_restore(ctx: EngineContext, tenant: Tenant) -> bool:
+    """Finish a restore of the tenant's database that stopped mid-swap; whether there was one.
+
+    Until then the live database is torn (some collections restored, some old) and backups
+    refuse it.
+    """
+    return _finish_interrupted_restore(ctx.mongo_client, tenant.database)
+
+
 def verify_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> VerifyOutcome:
     """Read one backup whole and check every tag and CRC; needs no database."""
     started = time.monotonic()
@@ -393,6 +407,7 @@ __all__ = [
     "delete_backup",
     "describe_backup",
     "estimate_backup_bytes",
+    "finish_interrupted_restore",
     "list_backups",
     "load_context",
     "preflight_backup",

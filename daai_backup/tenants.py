@@ -143,6 +143,10 @@ class Tenant(BaseModel):
             return override.frequency
         return self.frequency
 
+    def storage_root(self, default_storage_url: str) -> str:
+        """This tenant's storage root: its own ``storage_url``, else ``<default>/<id>``."""
+        return (self.storage_url or f"{default_storage_url.rstrip('/')}/{self.id}").rstrip("/")
+
     def can(self, actor: str, permission: Permission) -> bool:
         return permission in self.permissions.get(actor, frozenset())
 
@@ -182,6 +186,39 @@ class TenantRegistry(Mapping[str, Tenant]):
                     f"tenants {other!r} and {tenant.id!r} share database {tenant.database!r}: "
                     "each tenant needs its own"
                 )
+
+    def check_storage_roots(self, default_storage_url: str) -> None:
+        """Refuse tenants whose storage roots are the same, nested, or above the default root.
+
+        Each tenant's backups must live under a root no other tenant can reach: a per-tenant
+        ``storage_url`` pointing at (or inside) another tenant's folder would let one tenant
+        list, restore from, or prune the other's backups.
+        """
+        default = default_storage_url.rstrip("/")
+        roots: dict[str, str] = {}
+        for tenant in self._tenants.values():
+            root = tenant.storage_root(default)
+            other = roots.setdefault(root, tenant.id)
+            if other != tenant.id:
+                raise TenantsFileInvalid(
+                    f"tenants {other!r} and {tenant.id!r} share the storage root {root!r}: "
+                    "each tenant needs a folder of its own"
+                )
+        for root, tenant_id in roots.items():
+            if root == default or default.startswith(root + "/"):
+                raise TenantsFileInvalid(
+                    f"tenant {tenant_id!r}: storage_url {root!r} holds every tenant's default "
+                    "folder: give it a folder of its own"
+                )
+        for root, tenant_id in roots.items():
+            parts = root.split("/")
+            for end in range(1, len(parts)):
+                owner = roots.get("/".join(parts[:end]))
+                if owner is not None:
+                    raise TenantsFileInvalid(
+                        f"tenant {tenant_id!r}: storage root {root!r} lies inside tenant "
+                        f"{owner!r}'s root: each tenant needs a folder of its own"
+                    )
 
     def __getitem__(self, tenant_id: str) -> Tenant:
         try:

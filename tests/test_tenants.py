@@ -109,3 +109,35 @@ def test_load_reports_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text("tenants:\n  - id: crm-one\n    workspace_name: CRM One\n")
     assert list(TenantRegistry.load(good)) == ["crm-one"]
+
+
+@pytest.mark.parametrize(
+    ("evil_url", "expected"),
+    [
+        ("file:///srv/backups/acme", "share the storage root"),
+        ("file:///srv/backups/acme/inside", "inside tenant 'acme'"),
+        ("file:///srv/backups", "holds every tenant's default folder"),
+        ("file:///srv", "holds every tenant's default folder"),
+    ],
+)
+def test_storage_roots_may_not_overlap(evil_url: str, expected: str) -> None:
+    registry = TenantRegistry.from_data(
+        {"tenants": [_tenant(id="acme"), _tenant(id="evil", storage_url=evil_url)]}
+    )
+    with pytest.raises(TenantsFileInvalid, match=expected):
+        registry.check_storage_roots("file:///srv/backups")
+
+
+def test_separate_roots_and_prefix_ids_are_fine() -> None:
+    registry = TenantRegistry.from_data(
+        {
+            "tenants": [
+                _tenant(id="acme"),
+                _tenant(id="acme-2"),
+                _tenant(id="big", storage_url="s3://big-bucket/acme"),
+                _tenant(id="big-2", storage_url="s3://big-bucket/acme-2"),
+            ]
+        }
+    )
+    registry.check_storage_roots("file:///srv/backups/")
+    assert registry["acme"].storage_root("file:///srv/backups/") == "file:///srv/backups/acme"
