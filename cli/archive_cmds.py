@@ -99,11 +99,16 @@ def decrypt(
             _copy(plain, sys.stdout.buffer.write)
             sys.stdout.buffer.flush()
             return
+        if output.is_dir():
+            raise fail(f"{output} is a folder: give a file name for the plaintext .gz")
         partial = output.with_name(f".{output.name}.partial")
         try:
             with partial.open("wb") as sink:
                 _copy(plain, sink.write)
             os.replace(partial, output)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise fail(f"cannot write {output}: {reason.lower()}") from None
         finally:
             partial.unlink(missing_ok=True)
     console.print(f"wrote {output}", highlight=False)

@@ -46,7 +46,7 @@ from daai_backup.mongo import (
 from daai_backup.mongo import finish_interrupted_restore as _finish_interrupted_restore
 from daai_backup.names import BackupName, new_backup_name, validate_note
 from daai_backup.quota import MB, QuotaReport, check_quota
-from daai_backup.settings import Settings
+from daai_backup.settings import Settings, load_settings
 from daai_backup.streams import CountingReader, produce_into_pipe
 from daai_backup.tenants import Tenant, TenantRegistry
 
@@ -108,7 +108,7 @@ class EngineContext:
 
 def load_context(settings: Settings | None = None) -> EngineContext:
     """Read settings (environment and ``.env``) and the tenant registry they point at."""
-    settings = settings or Settings()
+    settings = settings or load_settings()
     return EngineContext(settings, TenantRegistry.load(settings.tenants_file))
 
 

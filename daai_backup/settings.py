@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from daai_backup.errors import ConfigError
 
 if TYPE_CHECKING:
     from daai_backup.keys import Keyring
@@ -111,3 +113,14 @@ class Settings(BaseSettings):
         )
         previous = [part.strip() for part in previous_raw.split(",") if part.strip()]
         return Keyring.from_strings(current, previous)
+
+
+def load_settings() -> Settings:
+    """``Settings()`` from the environment and ``.env``; a bad value is one ``ConfigError`` line."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(part) for part in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"setting {field}: {message}") from None

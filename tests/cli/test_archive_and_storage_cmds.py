@@ -89,6 +89,15 @@ def test_list_inspect_decrypt_and_usage(cli_env, run_cli, mongo_client, mongo_db
     _one_line_error(wrong, "belongs to tenant 'acme'")
     assert not (cli_env / "x.gz").exists()
 
+    _one_line_error(
+        run_cli("decrypt", str(path), "--tenant", "acme", "--output", str(cli_env / "no" / "x.gz")),
+        "cannot write",
+    )
+    _one_line_error(
+        run_cli("decrypt", str(path), "--tenant", "acme", "--output", str(cli_env)), "is a folder"
+    )
+    assert not list(cli_env.glob(".*.partial"))
+
     usage = run_cli("usage", "--tenant", "acme")
     assert usage.exit_code == 0
     assert "of 50 MB" in usage.output
@@ -105,6 +114,9 @@ def test_hold_and_release(cli_env, run_cli, mongo_client, mongo_db_name) -> None
 
 
 def test_bad_input_is_one_line(cli_env, run_cli, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("DAAI_BACKUP_TIMEZONE", "Mars/Base")
+    _one_line_error(run_cli("list", "--tenant", "acme"), "setting timezone: unknown time zone")
+    monkeypatch.setenv("DAAI_BACKUP_TIMEZONE", "Asia/Kolkata")
     _one_line_error(run_cli("list", "--tenant", "nope"), "unknown tenant 'nope'")
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"hello world")
