@@ -17,6 +17,7 @@ the flows can run them before taking locks or asking for confirmation.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from daai_backup.catalog import BackupEntry
 from daai_backup.compression import open_gzip_reader, open_gzip_writer
 from daai_backup.errors import (
     ArchiveCorrupt,
+    DaaiBackupError,
     ObjectNotFound,
     QuotaExceeded,
     SubscriptionSuspended,
@@ -54,6 +56,8 @@ if TYPE_CHECKING:
     from pymongo import MongoClient
 
     from daai_backup.archive import ArchiveHeader
+
+logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 """``progress(done_bytes, expected_bytes)``; ``expected_bytes`` is an estimate (0 if unknown)."""
@@ -234,16 +238,26 @@ def backup_tenant(
     finally:
         pipe.close()
     dump = producer.result()
-    folder.annotate(
-        name.filename,
-        {
-            "consistency": dump.consistency,
-            "server_version": dump.server_version,
-            "documents": dump.total_documents,
-            "data_bytes": dump.total_bytes,
-            "collections": {c.name: c.documents for c in dump.collections},
-        },
-    )
+    try:
+        folder.annotate(
+            name.filename,
+            {
+                "consistency": dump.consistency,
+                "server_version": dump.server_version,
+                "documents": dump.total_documents,
+                "data_bytes": dump.total_bytes,
+                "collections": {c.name: c.documents for c in dump.collections},
+            },
+        )
+    except DaaiBackupError as exc:
+        # The backup is complete and committed: failing now would make the task retry and
+        # take a second full backup. The facts are a convenience; say they are missing.
+        logger.warning(
+            "backup %s of %s is complete, but its details were not recorded: %s",
+            name.filename,
+            tenant.id,
+            exc,
+        )
     return BackupOutcome(
         tenant_id=tenant.id,
         entry=BackupEntry.from_name(name, info.size, note=note),

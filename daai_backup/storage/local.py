@@ -193,7 +193,9 @@ class LocalStorage(Storage):
         if not start.is_dir():
             return
         try:
-            for dirpath, dirnames, filenames in os.walk(start):
+            # os.walk skips folders it cannot read unless told otherwise; an incomplete
+            # listing must fail (retention and quota decide from it), so re-raise.
+            for dirpath, dirnames, filenames in os.walk(start, onerror=_reraise):
                 # Never descend into or report reserved (dot) names.
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 rel = Path(dirpath).relative_to(self._root).as_posix()
@@ -241,3 +243,10 @@ class LocalStorage(Storage):
         usage = shutil.disk_usage(probe)
         if usage.free == 0:
             raise StorageError(f"the disk holding {self._root} is full: free space on it")
+
+
+def _reraise(exc: OSError) -> None:
+    """``os.walk``'s onerror: a folder removed while listing is gone; anything else fails."""
+    if isinstance(exc, FileNotFoundError):
+        return
+    raise exc

@@ -167,3 +167,25 @@ def test_s3_short_reads_still_upload_in_parts(s3_endpoint: str, s3_bucket: str) 
     storage.put_stream("parts", Trickle(20 * 1024 * 1024))  # type: ignore[arg-type]
     etag = storage.client.head_object(Bucket=s3_bucket, Key="parts")["ETag"]
     assert etag.strip('"').endswith("-3")  # 8 + 8 + 4 MiB: multipart, bounded buffers
+
+
+def test_local_listing_fails_on_an_entry_it_cannot_read(tmp_path: Path) -> None:
+    """An incomplete listing must not look complete (retention and quota decide from it)."""
+    storage = LocalStorage(tmp_path)
+    put_bytes(storage, "t/db-backups/a", b"1")
+    loop = tmp_path / "t" / "db-backups" / "held"
+    loop.symlink_to(loop)  # ELOOP on every access
+    with pytest.raises(StorageError, match="cannot list"):
+        list(storage.list("t/db-backups/"))
+
+
+def test_local_walk_raises_for_unreadable_folders_and_skips_vanished_ones() -> None:
+    """The walk's error hook: a folder deleted meanwhile is gone; any other error fails.
+
+    (Tests run as root, which reads any folder, so the hook is exercised directly.)
+    """
+    from daai_backup.storage.local import _reraise
+
+    _reraise(FileNotFoundError(errno.ENOENT, "gone"))
+    with pytest.raises(PermissionError):
+        _reraise(PermissionError(errno.EACCES, "Permission denied"))
