@@ -42,7 +42,12 @@ LOCK_WAIT_SECONDS: Final = 6 * 3600.0
 """How long an operation waits for its tenant's lock before it fails (a long restore)."""
 
 LEASE_SECONDS: Final = 300.0
-"""A crashed holder's slot frees itself after this long; a live holder renews it."""
+"""A crashed holder's slot frees itself after this long; a live holder renews it.
+
+A failed renewal does not abort the holder (``raise_on_lease_renewal_failure=False``): with
+``strict=True`` Prefect would otherwise kill a 12-hour backup, or a restore in its swap, on a
+brief API outage. The lease only lapses if the API stays unreachable for the whole lease, and
+then no other run can take the lock either until it is back."""
 
 RETRIES: Final = 3
 BACKOFF_SECONDS: Final = 2.0
@@ -144,6 +149,7 @@ def tenant_lock(
         strict=True,
         timeout_seconds=wait_seconds,
         lease_duration=LEASE_SECONDS,
+        raise_on_lease_renewal_failure=False,
     ):
         token = _held_tenant_locks.set(_held_tenant_locks.get() | {tenant_id})
         try:
@@ -164,6 +170,7 @@ def cluster_slot(
         strict=True,
         timeout_seconds=wait_seconds,
         lease_duration=LEASE_SECONDS,
+        raise_on_lease_renewal_failure=False,
     ):
         yield
 
