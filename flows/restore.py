@@ -1,5 +1,6 @@
 """The restore flow: refuse early, preview and ask for the workspace name, then, holding the
-tenant lock, take the pre-restore safety backup (a subflow) and run the staged restore.
+tenant lock, finish an earlier restore that stopped mid-swap, take the pre-restore safety
+backup (a subflow) and run the staged restore.
 
 Nothing changes before the confirmation, and nothing live changes if the safety backup fails.
 """
@@ -22,7 +23,7 @@ from flows.backup import pre_restore_backup
 from flows.common import engine, local_time
 from tasks.catalog import describe_backup
 from tasks.common import tenant_lock
-from tasks.restore import check_key_can_read, restore_tenant
+from tasks.restore import check_key_can_read, finish_interrupted_restore, restore_tenant
 
 CONFIRM_ATTEMPTS: Final = 3
 """Wrong names typed before the run gives up (each is logged)."""
@@ -108,6 +109,9 @@ def restore(
             )
         with tenant_lock(who.id):
             describe_backup(ctx, who, file)  # still there after the wait for the lock
+            # A torn database (an earlier restore stopped mid-swap) is finished first, so the
+            # safety backup holds that earlier restore whole, never a mix of two states.
+            finish_interrupted_restore(ctx, who)
             safety = pre_restore_backup(tenant=who.id, actor=actor, restoring=file)
             logger.info("tenant %s: safety backup %s taken", who.id, safety["file"])
             outcome = restore_tenant(ctx, who, file)

@@ -1,4 +1,4 @@
-"""Tasks of a restore: check the key can read the backup, then restore it."""
+"""Tasks of a restore: check the key can read the backup, finish an interrupted one, restore."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from tasks.common import DATA_TASK, report_progress, retry_if_transient
 
 CHECK_TIMEOUT_SECONDS = 300
 RESTORE_TIMEOUT_SECONDS = 12 * 3600
+#: A swap by copy (servers whose rename loses options) is O(data), like a restore.
+FINISH_SWAP_TIMEOUT_SECONDS = RESTORE_TIMEOUT_SECONDS
 
 
 @task(
@@ -24,6 +26,25 @@ def check_key_can_read(ctx: EngineContext, tenant: Tenant, filename: str) -> Non
     """Refuse early when the configured keys cannot read the backup (legacy needs none)."""
     operations.check_key_can_read(ctx, tenant, filename)
     get_run_logger().info("tenant %s: the configured keys can read %s", tenant.id, filename)
+
+
+@task(
+    name="finish-interrupted-restore",
+    task_run_name="finish-interrupted-restore-{tenant.id}",
+    timeout_seconds=FINISH_SWAP_TIMEOUT_SECONDS,
+    retry_condition_fn=retry_if_transient,
+    **DATA_TASK,
+)
+def finish_interrupted_restore(ctx: EngineContext, tenant: Tenant) -> bool:
+    """Finish the swap of an earlier restore that stopped midway (idempotent, so retried)."""
+    finished = operations.finish_interrupted_restore(ctx, tenant)
+    if finished:
+        get_run_logger().warning(
+            "tenant %s: finished the interrupted swap of an earlier restore of database %s",
+            tenant.id,
+            tenant.database,
+        )
+    return finished
 
 
 @task(

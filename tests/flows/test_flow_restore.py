@@ -159,3 +159,67 @@ def test_a_failing_safety_backup_stops_the_restore(
     assert "quota" in (state.message or "")
     assert ids(mongo_client, mongo_db_name)[-1] == 9999  # the live data is untouched
     assert files_of(flow_env, tid) == [file]
+
+
+def contents(mongo_client: Any, database: str) -> dict[str, list[Any]]:
+    """Every user collection's documents, by name (the restore's own collections left out)."""
+    db = mongo_client[database]
+    return {
+        name: list(db[name].find({}, sort=[("_id", 1)]))
+        for name in sorted(db.list_collection_names())
+        if not name.startswith("__daai_restore.")
+    }
+
+
+def test_a_restore_torn_mid_swap_is_finished_before_the_safety_backup(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    import io
+
+    import pytest
+
+    from daai_backup.mongo import dump_database, interrupted_restore, restore_database
+    from daai_backup.mongo.restore import _SimulatedCrash
+
+    db = mongo_client[mongo_db_name]
+    seed(mongo_client, mongo_db_name, docs=10)
+    db["orders"].insert_many([{"_id": i, "v": "a"} for i in range(5)])
+    tid = flow_env.add_tenant(mongo_db_name)
+    file = take(flow_env, tid)
+    backed_up = contents(mongo_client, mongo_db_name)
+
+    # The earlier restore: snapshot `earlier`, crashed after swapping one collection in.
+    db["orders"].update_many({}, {"$set": {"v": "earlier"}})
+    db["people"].delete_many({"_id": {"$gte": 6}})
+    earlier_archive = io.BytesIO()
+    dump_database(mongo_client, mongo_db_name, earlier_archive)
+    earlier = contents(mongo_client, mongo_db_name)
+    db["orders"].update_many({}, {"$set": {"v": "live"}})
+    db["people"].insert_one({"_id": 500, "name": "live"})
+    live = contents(mongo_client, mongo_db_name)
+    earlier_archive.seek(0)
+    with pytest.raises(_SimulatedCrash):
+        restore_database(mongo_client, mongo_db_name, earlier_archive, _fail_at="swap")
+    torn = contents(mongo_client, mongo_db_name)
+    assert interrupted_restore(mongo_client, mongo_db_name)
+    assert torn not in (earlier, live)  # really torn
+
+    state = restore(
+        tenant=tid,
+        file=file,
+        actor=OWNER,
+        confirm_workspace_name=f"Workspace {tid}",
+        return_state=True,
+    )
+    assert state.is_completed(), state
+    assert contents(mongo_client, mongo_db_name) == backed_up
+    assert not interrupted_restore(mongo_client, mongo_db_name)
+
+    safety = [f for f in files_of(flow_env, tid) if f.startswith("pre-restore_")]
+    assert len(safety) == 1
+    ctx = flow_env.context()
+    try:
+        operations.restore_tenant(ctx, ctx.tenant(tid), safety[0])
+    finally:
+        ctx.close()
+    assert contents(mongo_client, mongo_db_name) == earlier  # the earlier restore, whole
