@@ -46,7 +46,6 @@ from daai_backup.mongo import (
     restore_database,
 )
 from daai_backup.mongo import finish_interrupted_restore as _finish_interrupted_restore
-from daai_backup.mongo import finish_interrupted_restore as _finish_interrupted_restore
 from daai_backup.names import BackupName, new_backup_name, validate_note
 from daai_backup.quota import MB, QuotaReport, check_quota
 from daai_backup.settings import Settings, load_settings
@@ -382,15 +381,6 @@ def finish_interrupted_restore(ctx: EngineContext, tenant: Tenant) -> bool:
     return _finish_interrupted_restore(ctx.mongo_client, tenant.database)
 
 
-def finish_interrupted_restore(ctx: EngineContext, tenant: Tenant) -> bool:
-    """Finish a restore of the tenant's database that stopped mid-swap; whether there was one.
-
-    Until then the live database is torn (some collections restored, some old) and backups
-    refuse it.
-    """
-    return _finish_interrupted_restore(ctx.mongo_client, tenant.database)
-
-
 def verify_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> VerifyOutcome:
     """Read one backup whole and check every tag and CRC; needs no database."""
     started = time.monotonic()
@@ -431,7 +421,6 @@ __all__ = [
     "delete_backup",
     "describe_backup",
     "estimate_backup_bytes",
-    "finish_interrupted_restore",
     "finish_interrupted_restore",
     "list_backups",
     "load_context",
