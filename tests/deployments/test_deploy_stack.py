@@ -25,7 +25,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from daai_backup.operations import list_backups, load_context
 from daai_backup.settings import Settings
 from daai_backup.tenants import TenantRegistry
-from deployments import stack
+from deployments import build, stack
 from deployments.seed import seed_all
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -77,6 +77,10 @@ def test_seed_is_realistic_and_runs_once(mongo_uri: str, mongo_client: object) -
     finally:
         for tenant in renamed:
             mongo_client.drop_database(tenant.database)  # type: ignore[attr-defined]
+
+
+# One backup deployment per demo tenant, plus every tenant-independent operation.
+EXPECTED_DEPLOYMENTS = 3 + len([role for role in build.ROLES if role != build.BACKUP])
 
 
 def test_make_up_end_to_end(tmp_path: Path) -> None:
@@ -155,7 +159,7 @@ def test_make_up_end_to_end(tmp_path: Path) -> None:
         ).json()
         assert artifacts, "no backups-acme-hr artifact"
         deployments = httpx.post(f"{api_url}/deployments/filter", json={}, timeout=10).json()
-        assert len(deployments) == 7
+        assert len(deployments) == EXPECTED_DEPLOYMENTS
     finally:
         os.kill(process.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground process
         try:
@@ -173,6 +177,6 @@ def test_make_up_end_to_end(tmp_path: Path) -> None:
     # server's SQLite database; the demo registry has no suspended tenant).
     with sqlite3.connect(var_dir / "prefect" / "prefect.db") as db:
         rows = db.execute("SELECT name, paused FROM deployment").fetchall()
-    assert len(rows) == 7
+    assert len(rows) == EXPECTED_DEPLOYMENTS
     assert not any(paused for _, paused in rows), rows
     print(f"make up end to end: {time.monotonic() - started:.1f} s")
