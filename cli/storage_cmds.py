@@ -9,7 +9,7 @@ import typer
 
 from cli.app import app, console, guarded
 from cli.context import engine
-from daai_backup.catalog import render_table, to_json_records
+from daai_backup.catalog import TABLE_MIN_WIDTH, render_lines, render_table, to_json_records
 from daai_backup.operations import describe_backup, list_backups
 from daai_backup.policy import SCHEDULE_HOUR
 from daai_backup.quota import QuotaReport
@@ -40,7 +40,13 @@ def list_(
             highlight=False,
         )
         return
-    console.print(render_table(entries, tz, title=f"Backups of {record.workspace_name}"))
+    title = f"Backups of {record.workspace_name}"
+    if console.width >= TABLE_MIN_WIDTH:
+        console.print(render_table(entries, tz, title=title))
+        return
+    console.print(title, highlight=False)
+    for line in render_lines(entries, tz):
+        console.print(line, highlight=False)
 
 
 def _pin(tenant: str, file: str, held: bool) -> None:

@@ -123,11 +123,32 @@ def render_table(entries: Sequence[BackupEntry], tz: str, title: str | None = No
     """A rich table for the terminal, newest first."""
     table = Table(title=title)
     for column in COLUMNS:
+        # Only the free-text note wraps: the file name is copied into restore commands and
+        # the short columns read badly broken over lines. Terminals too narrow for the
+        # table get :func:`render_lines` instead.
         table.add_column(
             column,
             justify="right" if column == "Size" else "left",
-            no_wrap=column == "File",  # people copy the file name into restore commands
+            no_wrap=column != "Note",
         )
     for row in to_artifact_rows(entries, tz):
         table.add_row(*(row[c] for c in COLUMNS))
     return table
+
+
+TABLE_MIN_WIDTH = 120
+"""Below this many columns the table cannot show every column whole: use render_lines."""
+
+
+def render_lines(entries: Sequence[BackupEntry], tz: str) -> list[str]:
+    """One line per backup, newest first, for terminals narrower than the table."""
+    lines = []
+    for row in to_artifact_rows(entries, tz):
+        extras = " ".join(
+            x for x in (row["Held"] and "held", row["Note"] and f"- {row['Note']}") if x
+        )
+        lines.append(
+            f"{row['Date / Time']}  {row['Frequency']:<11} {row['Size']:>9}  "
+            f"{row['Encrypted']:<9}  {row['File']}" + (f"  {extras}" if extras else "")
+        )
+    return lines

@@ -150,3 +150,36 @@ def test_human_size(size: int, shown: str) -> None:
 def test_unknown_time_zone() -> None:
     with pytest.raises(ConfigError, match="unknown time zone"):
         to_dataframe([], "Mars/Olympus")
+
+
+def test_render_lines_keeps_every_file_name_whole_for_narrow_terminals() -> None:
+    from datetime import UTC, datetime
+
+    from daai_backup.catalog import BackupEntry, render_lines
+
+    entries = [
+        BackupEntry(
+            "15-day_20261120T193000Z_1234abcd.gz",
+            "15-day",
+            datetime(2026, 11, 20, 19, 30, tzinfo=UTC),
+            2_240_000,
+            False,
+            None,
+            True,
+        ),
+        BackupEntry(
+            "manual_20261127T194619Z_53dfb34b.gz.enc",
+            "manual",
+            datetime(2026, 11, 27, 19, 46, tzinfo=UTC),
+            22_400,
+            True,
+            "first try",
+            False,
+        ),
+    ]
+    newest, older = render_lines(entries, "Asia/Kolkata")
+    assert newest.startswith("2026-11-28 01:16 IST")
+    assert "manual_20261127T194619Z_53dfb34b.gz.enc" in newest
+    assert newest.endswith("- first try")
+    assert "🔓 legacy" in older
+    assert older.endswith("15-day_20261120T193000Z_1234abcd.gz  held")
