@@ -74,6 +74,7 @@ class EngineContext:
         registry.check_storage_roots(settings.storage_url)
         self.settings = settings
         self.registry = registry
+        self._folders: dict[str, BackupFolder] = {}
 
     def tenant(self, tenant_id: str) -> Tenant:
         """The registered tenant; ``UnknownTenant`` otherwise."""
@@ -82,14 +83,18 @@ class EngineContext:
     def folder(self, tenant: Tenant) -> BackupFolder:
         """The tenant's own ``db-backups`` folder; nothing outside it is reachable through it.
 
-        Roots never overlap between tenants (checked when the context is made).
+        Roots never overlap between tenants (checked when the context is made). Made once
+        per tenant and context: an S3 backend holds a boto3 client, which is costly to build.
         """
-        return folder_for_tenant(
-            tenant.id,
-            tenant.storage_url,
-            self.settings.storage_url,
-            s3_endpoint_url=self.settings.s3_endpoint_url,
-        )
+        folder = self._folders.get(tenant.id)
+        if folder is None:
+            folder = self._folders[tenant.id] = folder_for_tenant(
+                tenant.id,
+                tenant.storage_url,
+                self.settings.storage_url,
+                s3_endpoint_url=self.settings.s3_endpoint_url,
+            )
+        return folder
 
     @cached_property
     def mongo_client(self) -> MongoClient[dict[str, object]]:
