@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import os
+
+# Flow runs started by this process send heartbeats, so a killed command's run ends Crashed
+# (deployments.crashed_runs) instead of Running forever. Set before Prefect is imported: its
+# settings are read once. Kept in step with crashed_runs.HEARTBEAT_SECONDS by a test.
+os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
 
 from cli.app import app
 

@@ -25,6 +25,7 @@ def serve_all(*, limit: int | None = None) -> None:
     """Sync deployments with the registry, create the concurrency limits, serve everything."""
     from prefect import serve
 
+    from deployments.crashed_runs import ensure_crash_detection
     from tasks.common import ensure_limits
 
     ctx = load_context()
@@ -33,6 +34,7 @@ def serve_all(*, limit: int | None = None) -> None:
     report = sync_deployments(ctx.registry.values(), settings=ctx.settings, now=now, flows=flows)
     print(f"deployments: {report.summary()}", flush=True)
     ensure_limits(ctx.settings, list(ctx.registry))
+    ensure_crash_detection()
     specs = desired_specs(ctx.registry.values(), settings=ctx.settings, now=now)
     runners = [to_runner(spec, flows) for spec in specs]
     print(f"serving {len(runners)} deployments", flush=True)

@@ -36,6 +36,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from deployments.crashed_runs import heartbeat_environment
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 KEY_VAR = "BACKUP_ENCRYPTION_KEY"
@@ -129,6 +131,8 @@ def child_environment(cfg: StackConfig, *, key: str | None, api: bool) -> dict[s
             "DAAI_BACKUP_STORAGE_URL": cfg.storage_url,
             "DAAI_BACKUP_TENANTS_FILE": str(cfg.tenants_file.resolve()),
             "PYTHONUNBUFFERED": "1",
+            # Served runs send heartbeats: a run whose process dies ends Crashed.
+            **heartbeat_environment(),
         }
     )
     if api:
