@@ -17,6 +17,12 @@ is restated here.
   keep either), a backup with a label this build does not know, and anything at all when the
   listing was incomplete (``listing_complete=False``: a partial list could make old backups
   look like the newest).
+- **Good means verified.** With ``known_good`` (the files whose last verification passed;
+  the retention flow always passes it), a backup is deleted only if a newer backup that is
+  known good remains: the newest known-good backup is "the newest good backup", backups newer
+  than it that are not verified yet are kept (and do not count toward a keep: they may turn
+  out bad), and with no known-good backup at all nothing is deleted. ``known_good=None``
+  means the caller vouches for every file not in ``known_bad`` (tests of the pool rules).
 
 Applying the plan (deleting objects) is the caller's job; see ``flows/retention.py``.
 """
@@ -71,6 +77,7 @@ def plan(
     *,
     listing_complete: bool = True,
     known_bad: Collection[str] = (),
+    known_good: Collection[str] | None = None,
 ) -> RetentionPlan[E]:
     """Decide, for every backup of one tenant, whether it is kept or deleted, and why."""
     active = policy.frequency(active_frequency)
@@ -89,7 +96,22 @@ def plan(
         return RetentionPlan(keep=ordered, delete=[], reasons=reasons)
 
     bad = set(known_bad)
-    newest_good = next((e for e in ordered if e.file not in bad), None)
+    good = None if known_good is None else set(known_good) - bad
+    newest_good = next(
+        (e for e in ordered if e.file not in bad and (good is None or e.file in good)), None
+    )
+    if newest_good is None and good is not None:
+        for entry in ordered:
+            reasons[entry.file] = (
+                "known bad (verify failed): kept for a person to inspect"
+                if entry.file in bad
+                else "no backup is known good (verified) yet: nothing is deleted"
+            )
+        return RetentionPlan(keep=ordered, delete=[], reasons=reasons)
+    unverified_newer: set[str] = set()
+    if good is not None and newest_good is not None:
+        newer = ordered[: ordered.index(newest_good)]
+        unverified_newer = {e.file for e in newer if e.file not in good}
 
     # Protected first: these never reach a pool.
     pools: dict[str, list[E]] = {}
@@ -100,6 +122,8 @@ def plan(
             reasons[entry.file] = "newest good backup: always kept"
         elif entry.file in bad:
             reasons[entry.file] = "known bad (verify failed): kept for a person to inspect"
+        elif entry.file in unverified_newer:
+            reasons[entry.file] = "newer than the newest verified backup: kept until verified"
         elif entry.frequency not in policy.FREQUENCIES:
             reasons[entry.file] = f"unknown label {entry.frequency!r}: kept"
         else:

@@ -115,6 +115,38 @@ def test_known_bad_is_kept_and_newest_good_is_the_next_one() -> None:
     assert "newest good" in result.reasons[good.file]
 
 
+def test_corrupt_newest_never_costs_the_older_good_backup() -> None:
+    """The hostile round's case: a corrupt newest backup and an older good one."""
+    corrupt = make("24-hour", 0.5, n=1)
+    good_older = make("24-hour", 1.5, n=2)
+    older = series("24-hour", 20, 1.0, start=2.5)
+    entries = [corrupt, good_older, *older]
+    result = plan(entries, "24-hour", NOW, known_bad={corrupt.file}, known_good={good_older.file})
+    assert corrupt in result.keep
+    assert good_older in result.keep
+    assert "newest good" in result.reasons[good_older.file]
+    assert result.delete  # the pool rules still apply below the newest good backup
+
+
+def test_nothing_is_deleted_while_no_backup_is_known_good() -> None:
+    entries = series("24-hour", 30, 1.0)
+    result = plan(entries, "24-hour", NOW, known_good=set())
+    assert result.delete == []
+    assert all("nothing is deleted" in r for r in result.reasons.values())
+
+
+def test_unverified_backups_newer_than_the_newest_good_are_kept_and_not_counted() -> None:
+    n = keep_last("7-day")
+    fresh = [make("7-day", 0.1 + i * 0.1, n=100 + i) for i in range(3)]  # not verified yet
+    verified = make("7-day", 1.0, n=1)
+    older = series("7-day", n + 3, 7.0, start=2.0)
+    result = plan([*fresh, verified, *older], "7-day", NOW, known_good={verified.file})
+    assert set(fresh) <= set(result.keep)
+    assert all("kept until verified" in result.reasons[e.file] for e in fresh)
+    # the unverified ones do not push verified-era backups out: keep_last counts from `verified`
+    assert files(result.keep) == files([*fresh, verified, *older[: n - 1]])
+
+
 def test_held_is_never_deleted_and_does_not_count() -> None:
     n = keep_last("3-day")
     held = make("3-day", 0.2, held=True)
@@ -171,8 +203,11 @@ entry_strategy = st.builds(
     active=st.sampled_from(policy.SCHEDULED_LABELS),
     complete=st.booleans(),
     bad_fraction=st.integers(min_value=0, max_value=3),
+    verified_every=st.integers(min_value=0, max_value=4),
 )
-def test_invariants(entries: list[Entry], active: str, complete: bool, bad_fraction: int) -> None:
+def test_invariants(
+    entries: list[Entry], active: str, complete: bool, bad_fraction: int, verified_every: int
+) -> None:
     bad = {e.file for i, e in enumerate(entries) if bad_fraction and i % (bad_fraction + 2) == 0}
     result = plan(entries, active, NOW, listing_complete=complete, known_bad=bad)
     kept, deleted = files(result.keep), files(result.delete)
@@ -204,3 +239,16 @@ def test_invariants(entries: list[Entry], active: str, complete: bool, bad_fract
     sched_deleted = [e for e in result.delete if policy.FREQUENCIES[e.frequency].scheduled]
     if sched_kept and sched_deleted:
         assert min(e.taken_at for e in sched_kept) >= max(e.taken_at for e in sched_deleted)
+    # with verification results: nothing is deleted unless a newer known-good backup is kept
+    verified = (
+        {e.file for i, e in enumerate(entries) if i % verified_every == 0}
+        if verified_every
+        else set()
+    )
+    checked = plan(entries, active, NOW, known_bad=bad, known_good=verified)
+    assert files(checked.keep) | files(checked.delete) == files(entries)
+    for gone in checked.delete:
+        assert any(
+            e.file in verified - bad and (e.taken_at, e.file) > (gone.taken_at, gone.file)
+            for e in checked.keep
+        ), gone
