@@ -94,7 +94,7 @@ def decrypt(
     settings = load_settings()
     with _open_local(file) as source:
         encrypted = True if file.name.endswith(ENCRYPTED_SUFFIX) else None
-        plain = open_plaintext(source, settings.keyring, tenant, encrypted=encrypted)
+        plain = open_plaintext(source, settings.keyring, tenant, name=None, encrypted=encrypted)
         if str(output) == "-":
             _copy(plain, sys.stdout.buffer.write)
             sys.stdout.buffer.flush()

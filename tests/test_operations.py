@@ -208,7 +208,7 @@ def test_wrong_key_is_named_and_legacy_gzip_needs_none(
 
     root = Path(local_storage_url.removeprefix("file://")) / "acme" / "db-backups"
     with (root / file).open("rb") as src:
-        plain = open_plaintext(src, ctx.settings.keyring, "acme").read()
+        plain = open_plaintext(src, ctx.settings.keyring, "acme", name=file).read()
     assert gzip.decompress(plain)[:4] == bytes.fromhex("6de29981")
     legacy = file.removesuffix(".gz.enc").replace("manual_", "15-day_") + ".gz"
     (root / legacy).write_bytes(plain)
@@ -280,7 +280,7 @@ def test_plaintext_swapped_in_under_an_encrypted_name_is_refused(
     file = backup_tenant(ctx, tenant, "manual").entry.file
     stored = Path(local_storage_url.removeprefix("file://")) / "acme" / "db-backups" / file
     with stored.open("rb") as src:
-        plain = open_plaintext(src, ctx.settings.keyring, "acme").read()
+        plain = open_plaintext(src, ctx.settings.keyring, "acme", name=file).read()
     stored.write_bytes(plain)  # valid mongodump gzip, but no longer authenticated
     before = _state(mongo_client, mongo_db_name)
     with pytest.raises(ArchiveCorrupt, match="named as encrypted"):
