@@ -29,6 +29,7 @@ from daai_backup import policy
 from daai_backup.archive import (
     ContentType,
     EncryptingWriter,
+    check_name_binding,
     open_plaintext,
     read_header,
 )
@@ -327,7 +328,8 @@ def describe_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> Backup
 def read_backup_header(ctx: EngineContext, tenant: Tenant, filename: str) -> ArchiveHeader | None:
     """The DBK1 header of a backup (None for legacy plaintext); needs no key.
 
-    A file named as encrypted whose content is plain gzip is refused (``ArchiveCorrupt``).
+    A file named as encrypted whose content is plain gzip is refused (``ArchiveCorrupt``), and
+    so is a header that names another file (``NameMismatch``: a renamed or copied backup).
     """
     entry = describe_backup(ctx, tenant, filename)
     with ctx.folder(tenant).open(filename) as source:
@@ -337,11 +339,17 @@ def read_backup_header(ctx: EngineContext, tenant: Tenant, filename: str) -> Arc
             f"{filename!r} is named as encrypted but holds plain gzip: it was replaced or "
             "altered; use another backup"
         )
+    if header is not None:
+        check_name_binding(header, filename)
     return header
 
 
 def check_key_can_read(ctx: EngineContext, tenant: Tenant, filename: str) -> None:
-    """Refuse early when the configured keys cannot read the backup (legacy needs none)."""
+    """Refuse early when the configured keys cannot read the backup (legacy needs none).
+
+    Also refuses (through :func:`read_backup_header`) a backup stored under a name its header
+    disagrees with, so a renamed copy fails before any safety backup is taken.
+    """
     header = read_backup_header(ctx, tenant, filename)
     if header is None:
         return
