@@ -642,11 +642,11 @@ def open_plaintext(
         )
     if name is not None:
         check_name_binding(parsed.header, name)
-    if parsed.header.content_type is not content_type:
+    expected = ContentType(content_type)
+    if parsed.header.content_type != expected:
         raise ArchiveCorrupt(
             f"this file holds a {parsed.header.content_type.label.replace('-', ' ')}, not a "
-            f"{content_type.label.replace('-', ' ')}: it was replaced or altered; use another "
-            "file"
+            f"{expected.label.replace('-', ' ')}: it was replaced or altered; use another file"
         )
     master = keyring.find(parsed.header.key_fingerprint)
     aead = _segment_aead(derive_tenant_key(master, tenant_id), parsed.salt, parsed.raw)
