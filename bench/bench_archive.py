@@ -30,12 +30,13 @@ from bson import ObjectId
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from daai_backup.archive import DEFAULT_SEGMENT_SIZE, EncryptingWriter
+from daai_backup.archive import DEFAULT_SEGMENT_SIZE, ContentType, EncryptingWriter
 from daai_backup.compression import open_gzip_writer
 from daai_backup.keys import parse_master_key
 
 MB = 1_000_000
 KEY = parse_master_key("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+NAME = "manual_20260101T000000Z_00000000.gz.enc"
 
 _FIRST = [
     "Aarav",
@@ -181,7 +182,14 @@ class CountingSink:
 
 
 def _ours(sink: CountingSink, segment_size: int = DEFAULT_SEGMENT_SIZE) -> tuple[BinaryIO, ...]:
-    enc = EncryptingWriter(sink, KEY, "bench-tenant", _segment_size=segment_size)  # type: ignore[arg-type]
+    enc = EncryptingWriter(
+        sink,  # type: ignore[arg-type]
+        KEY,
+        "bench-tenant",
+        name=NAME,
+        content_type=ContentType.BACKUP_ARCHIVE,
+        _segment_size=segment_size,
+    )
     return open_gzip_writer(enc), enc
 
 

@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_mongo import COLLECTIONS, MB, NullSink, bare_scan, free_port, seed
 
 from daai_backup import operations
-from daai_backup.archive import EncryptingWriter
+from daai_backup.archive import ContentType, EncryptingWriter
 from daai_backup.compression import open_gzip_writer
 from daai_backup.keys import generate_master_key, parse_master_key
 from daai_backup.mongo import dump_database
@@ -59,6 +59,7 @@ from daai_backup.streams import produce_into_pipe
 from daai_backup.tenants import TenantRegistry
 
 TENANT = "bench"
+NAME = "manual_20260101T000000Z_00000000.gz.enc"
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -223,14 +224,18 @@ def main() -> None:
             handle.result()
 
         def seal(source: BinaryIO, sink: BinaryIO) -> None:
-            with EncryptingWriter(sink, master, TENANT) as enc:
+            with EncryptingWriter(
+                sink, master, TENANT, name=NAME, content_type=ContentType.BACKUP_ARCHIVE
+            ) as enc:
                 gz = open_gzip_writer(cast(BinaryIO, enc))
                 shutil.copyfileobj(source, gz, 1 << 20)
                 gz.close()
 
         def one_thread(sink: BinaryIO) -> None:
             # The backup's producer before this benchmark: dump, gzip, encrypt in one thread.
-            with EncryptingWriter(sink, master, TENANT) as enc:
+            with EncryptingWriter(
+                sink, master, TENANT, name=NAME, content_type=ContentType.BACKUP_ARCHIVE
+            ) as enc:
                 gz = open_gzip_writer(cast(BinaryIO, enc))
                 dump_database(client, "bench", gz)
                 gz.close()

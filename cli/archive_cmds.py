@@ -14,8 +14,9 @@ import typer
 from cli.app import app, console, errors_as_messages, fail, guarded
 from cli.context import load_settings
 from daai_backup.archive import ENCRYPTED_SUFFIX, open_plaintext, read_header
-from daai_backup.errors import DaaiBackupError
+from daai_backup.errors import DaaiBackupError, InvalidName
 from daai_backup.keys import generate_master_key
+from daai_backup.names import BackupName
 from daai_backup.tenants import TenantRegistry
 
 
@@ -47,7 +48,7 @@ def inspect(
     file: Annotated[Path, typer.Argument(help="a .gz.enc or legacy .gz backup file")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Show what a backup file is (format, tenant, key fingerprint, time); needs no key."""
+    """Show what a backup file is (format, tenant, key, time, content, name); needs no key."""
     with _open_local(file) as source:
         header = read_header(source)
     if header is None:
@@ -58,16 +59,21 @@ def inspect(
             "tenant": None,
             "key_fingerprint": None,
             "created_at": None,
+            "content_type": None,
+            "name": None,
         }
     else:
         info = {
             "file": file.name,
-            "format": f"DBK{header.version}",
+            "format": "DBK1",
+            "version": header.version,
             "encrypted": True,
             "algorithm": header.algorithm,
             "tenant": header.tenant_id,
             "key_fingerprint": header.key_fingerprint,
             "created_at": header.created_at.isoformat(),
+            "content_type": header.content_type.label,
+            "name": header.name,
         }
     if as_json:
         typer.echo(json.dumps(info, indent=2))
@@ -75,10 +81,15 @@ def inspect(
     if header is None:
         console.print(f"{file.name}: legacy plaintext gzip backup (not encrypted)")
         return
-    console.print(f"{file.name}: encrypted backup ({info['format']}, {header.algorithm})")
+    console.print(
+        f"{file.name}: encrypted backup (DBK1 version {header.version}, {header.algorithm})"
+    )
     console.print(f"  tenant           {header.tenant_id}")
     console.print(f"  key fingerprint  {header.key_fingerprint}")
     console.print(f"  created          {info['created_at']}")
+    console.print(f"  content type     {header.content_type.label}")
+    recorded = header.name or "(not recorded: DBK1 version 1)"
+    console.print(f"  name             {recorded}", highlight=False)
 
 
 @app.command()
@@ -90,11 +101,17 @@ def decrypt(
         Path, typer.Option("--output", "-o", help="where to write the plaintext .gz ('-': stdout)")
     ],
 ) -> None:
-    """Stream a backup's plaintext gzip out: `mongorestore --archive --gzip` reads it."""
+    """Stream a backup's plaintext gzip out: `mongorestore --archive --gzip` reads it.
+
+    A file under a backup file name must be the backup its header names (a renamed copy is
+    refused); under any other name (a download saved as you like) the name is not checked.
+    """
     settings = load_settings()
     with _open_local(file) as source:
         encrypted = True if file.name.endswith(ENCRYPTED_SUFFIX) else None
-        plain = open_plaintext(source, settings.keyring, tenant, encrypted=encrypted)
+        plain = open_plaintext(
+            source, settings.keyring, tenant, name=_backup_name(file), encrypted=encrypted
+        )
         if str(output) == "-":
             _copy(plain, sys.stdout.buffer.write)
             sys.stdout.buffer.flush()
@@ -112,6 +129,14 @@ def decrypt(
         finally:
             partial.unlink(missing_ok=True)
     console.print(f"wrote {output}", highlight=False)
+
+
+def _backup_name(file: Path) -> str | None:
+    """The file's name if it is a backup file name (then it must match the header), else None."""
+    try:
+        return BackupName.parse(file.name).filename
+    except InvalidName:
+        return None
 
 
 def _copy(source: BinaryIO, write: Callable[[bytes], object]) -> None:

@@ -26,6 +26,7 @@ else is bad input or a permanent condition and fails at once.
     │   ├── WrongKey                no configured key has the archive's fingerprint
     │   ├── WrongTenant             the archive belongs to another tenant
     │   └── ArchiveCorrupt          truncated, tampered, reordered or failed a CRC
+    │       └── NameMismatch        its header names another file: renamed or copied
     ├── StorageError
     │   ├── ObjectNotFound          no such backup in the tenant's folder
     │   ├── QuotaExceeded           the backup would not fit in the tenant's quota
@@ -121,6 +122,14 @@ class WrongTenant(ArchiveError):
 
 class ArchiveCorrupt(ArchiveError):
     """Truncated, tampered with, reordered or failing a checksum."""
+
+
+class NameMismatch(ArchiveCorrupt):
+    """The file's name disagrees with its DBK1 header: it was renamed or copied.
+
+    A subclass of ArchiveCorrupt because the file is not what it claims to be: verify marks
+    it bad and restore refuses it, whatever its bytes would decrypt to.
+    """
 
 
 class StorageError(DaaiBackupError):

@@ -26,7 +26,13 @@ from functools import cached_property
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from daai_backup import policy
-from daai_backup.archive import EncryptingWriter, open_plaintext, read_header
+from daai_backup.archive import (
+    ContentType,
+    EncryptingWriter,
+    check_name_binding,
+    open_plaintext,
+    read_header,
+)
 from daai_backup.backup_folder import BackupFolder, folder_for_tenant
 from daai_backup.catalog import BackupEntry
 from daai_backup.compression import open_gzip_reader, open_gzip_writer
@@ -223,7 +229,14 @@ def backup_tenant(
     client = ctx.mongo_client
 
     def produce(sink: BinaryIO) -> DumpResult:
-        with EncryptingWriter(sink, master, tenant.id, created_at=name.taken_at) as encrypted:
+        with EncryptingWriter(
+            sink,
+            master,
+            tenant.id,
+            created_at=name.taken_at,
+            name=name.filename,  # the final object name: readers refuse the file under another
+            content_type=ContentType.BACKUP_ARCHIVE,
+        ) as encrypted:
             gz = open_gzip_writer(cast(BinaryIO, encrypted))
             try:
                 return dump_database(client, tenant.database, gz)
@@ -315,7 +328,8 @@ def describe_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> Backup
 def read_backup_header(ctx: EngineContext, tenant: Tenant, filename: str) -> ArchiveHeader | None:
     """The DBK1 header of a backup (None for legacy plaintext); needs no key.
 
-    A file named as encrypted whose content is plain gzip is refused (``ArchiveCorrupt``).
+    A file named as encrypted whose content is plain gzip is refused (``ArchiveCorrupt``), and
+    so is a header that names another file (``NameMismatch``: a renamed or copied backup).
     """
     entry = describe_backup(ctx, tenant, filename)
     with ctx.folder(tenant).open(filename) as source:
@@ -325,11 +339,17 @@ def read_backup_header(ctx: EngineContext, tenant: Tenant, filename: str) -> Arc
             f"{filename!r} is named as encrypted but holds plain gzip: it was replaced or "
             "altered; use another backup"
         )
+    if header is not None:
+        check_name_binding(header, filename)
     return header
 
 
 def check_key_can_read(ctx: EngineContext, tenant: Tenant, filename: str) -> None:
-    """Refuse early when the configured keys cannot read the backup (legacy needs none)."""
+    """Refuse early when the configured keys cannot read the backup (legacy needs none).
+
+    Also refuses (through :func:`read_backup_header`) a backup stored under a name its header
+    disagrees with, so a renamed copy fails before any safety backup is taken.
+    """
     header = read_backup_header(ctx, tenant, filename)
     if header is None:
         return
@@ -362,7 +382,11 @@ def restore_tenant(
             on_progress=(lambda done: progress(done, entry.size_bytes)) if progress else None,
         )
         plain = open_plaintext(
-            cast(BinaryIO, counted), ctx.settings.keyring, tenant.id, encrypted=entry.encrypted
+            cast(BinaryIO, counted),
+            ctx.settings.keyring,
+            tenant.id,
+            name=filename,
+            encrypted=entry.encrypted,
         )
         archive = open_gzip_reader(plain)
         result = restore_database(ctx.mongo_client, tenant.database, archive)
@@ -393,7 +417,9 @@ def verify_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> VerifyOu
     namespaces = 0
     documents = 0
     with ctx.folder(tenant).open(filename) as stored:
-        plain = open_plaintext(stored, ctx.settings.keyring, tenant.id, encrypted=entry.encrypted)
+        plain = open_plaintext(
+            stored, ctx.settings.keyring, tenant.id, name=filename, encrypted=entry.encrypted
+        )
         archive = open_gzip_reader(plain)
         for event in read_archive(archive):
             if isinstance(event, NamespaceEnd):

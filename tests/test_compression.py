@@ -119,21 +119,24 @@ def test_source_errors_pass_through_untranslated() -> None:
 
 
 def test_full_pipeline_gzip_in_dbk1_and_tamper_surfaces_as_archive_corrupt() -> None:
-    from daai_backup.archive import EncryptingWriter, open_plaintext
+    from daai_backup.archive import ContentType, EncryptingWriter, open_plaintext
     from daai_backup.keys import Keyring, MasterKey
 
     key = MasterKey(bytes(32))
     sink = io.BytesIO()
-    with EncryptingWriter(sink, key, "acme", _segment_size=4096) as enc:
+    name = "manual_20260101T000000Z_0badcafe.gz.enc"
+    with EncryptingWriter(
+        sink, key, "acme", name=name, content_type=ContentType.BACKUP_ARCHIVE, _segment_size=4096
+    ) as enc:
         with open_gzip_writer(enc) as gz:
             gz.write(DATA)
         assert not enc.closed
     blob = sink.getvalue()
     ring = Keyring(key, [])
-    plain = open_gzip_reader(open_plaintext(io.BytesIO(blob), ring, "acme"))
+    plain = open_gzip_reader(open_plaintext(io.BytesIO(blob), ring, "acme", name=name))
     assert plain.read() == DATA
     bad = bytearray(blob)
     bad[len(bad) // 2] ^= 0x04
-    reader = open_gzip_reader(open_plaintext(io.BytesIO(bytes(bad)), ring, "acme"))
+    reader = open_gzip_reader(open_plaintext(io.BytesIO(bytes(bad)), ring, "acme", name=name))
     with pytest.raises(ArchiveCorrupt, match="damaged or was altered"):
         reader.read()

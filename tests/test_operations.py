@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import base64
 import gzip
+import io
 import os
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from bson import Decimal128, ObjectId
+from dbk1_vectors import seal_v1
 
+from daai_backup.archive import open_plaintext
 from daai_backup.errors import (
     InvalidName,
     KeyMissing,
+    NameMismatch,
     ObjectNotFound,
     PermissionDenied,
     QuotaExceeded,
@@ -20,6 +26,7 @@ from daai_backup.errors import (
     WrongKey,
     WrongTenant,
 )
+from daai_backup.names import BackupName
 from daai_backup.operations import (
     EngineContext,
     backup_tenant,
@@ -204,11 +211,9 @@ def test_wrong_key_is_named_and_legacy_gzip_needs_none(
         check_key_can_read(rotated, rotated.tenant("acme"), file)
 
     # a legacy plaintext .gz (the decrypted form) restores with no key configured at all
-    from daai_backup.archive import open_plaintext
-
     root = Path(local_storage_url.removeprefix("file://")) / "acme" / "db-backups"
     with (root / file).open("rb") as src:
-        plain = open_plaintext(src, ctx.settings.keyring, "acme").read()
+        plain = open_plaintext(src, ctx.settings.keyring, "acme", name=file).read()
     assert gzip.decompress(plain)[:4] == bytes.fromhex("6de29981")
     legacy = file.removesuffix(".gz.enc").replace("manual_", "15-day_") + ".gz"
     (root / legacy).write_bytes(plain)
@@ -271,7 +276,6 @@ def test_plaintext_swapped_in_under_an_encrypted_name_is_refused(
     mongo_client, mongo_uri, mongo_db_name, local_storage_url
 ):
     """Someone with write access to storage replaces a .gz.enc with plaintext of their own."""
-    from daai_backup.archive import open_plaintext
     from daai_backup.errors import ArchiveCorrupt
 
     _seed(mongo_client, mongo_db_name)
@@ -280,7 +284,7 @@ def test_plaintext_swapped_in_under_an_encrypted_name_is_refused(
     file = backup_tenant(ctx, tenant, "manual").entry.file
     stored = Path(local_storage_url.removeprefix("file://")) / "acme" / "db-backups" / file
     with stored.open("rb") as src:
-        plain = open_plaintext(src, ctx.settings.keyring, "acme").read()
+        plain = open_plaintext(src, ctx.settings.keyring, "acme", name=file).read()
     stored.write_bytes(plain)  # valid mongodump gzip, but no longer authenticated
     before = _state(mongo_client, mongo_db_name)
     with pytest.raises(ArchiveCorrupt, match="named as encrypted"):
@@ -289,4 +293,79 @@ def test_plaintext_swapped_in_under_an_encrypted_name_is_refused(
         verify_backup(ctx, tenant, file)
     with pytest.raises(ArchiveCorrupt, match="encrypted"):
         restore_tenant(ctx, tenant, file)
+    assert _state(mongo_client, mongo_db_name) == before
+
+
+def test_a_renamed_copy_is_not_the_backup_its_name_claims(
+    mongo_client, mongo_uri, mongo_db_name, local_storage_url
+):
+    """Someone copies a backup under another time, label or id in the same folder.
+
+    The list shows what a name claims (it reads no headers), but verify, the pre-restore key
+    check and restore all refuse the copy: its header names the original file.
+    """
+    _seed(mongo_client, mongo_db_name)
+    ctx = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name})
+    tenant = ctx.tenant("acme")
+    file = backup_tenant(ctx, tenant, "manual").entry.file
+    original = BackupName.parse(file)
+    folder = ctx.folder(tenant)  # a BackupFolder on local storage
+    with folder.open(file) as src:
+        data = src.read()
+    far_future = datetime(2099, 12, 31, tzinfo=UTC)
+    copies = [
+        replace(original, frequency="15-day", taken_at=far_future, short_id="aaaaaa17"),
+        replace(original, frequency="pre-restore", taken_at=datetime(2020, 1, 1, tzinfo=UTC)),
+        replace(original, frequency="15-day"),  # another label only
+        replace(original, short_id="aaaaaa17"),  # another id only
+        replace(original, taken_at=original.taken_at + timedelta(seconds=1)),  # another time
+    ]
+    for copy in copies:
+        folder.write(copy, io.BytesIO(data))
+    assert list_backups(ctx, tenant)[0].file == copies[0].filename  # listed as from 2099 ...
+    mongo_client[mongo_db_name].extra.insert_one({"x": 1})
+    before = _state(mongo_client, mongo_db_name)
+    for copy in copies:
+        with pytest.raises(NameMismatch) as err:
+            verify_backup(ctx, tenant, copy.filename)  # ... but verify reports it bad
+        message = str(err.value)
+        assert copy.filename in message
+        assert file in message
+        assert "renamed or copied; use the original or another backup" in message
+        assert "\n" not in message
+        with pytest.raises(NameMismatch):
+            check_key_can_read(ctx, tenant, copy.filename)  # the restore flow's early check
+        with pytest.raises(NameMismatch):
+            restore_tenant(ctx, tenant, copy.filename)
+    assert _state(mongo_client, mongo_db_name) == before  # nothing was restored
+    assert verify_backup(ctx, tenant, file).documents == 80  # the original is untouched
+
+
+def test_version_1_backups_are_bound_by_their_time(
+    mongo_client, mongo_uri, mongo_db_name, local_storage_url
+):
+    """Version 1 headers have no name: a copy with another time is refused, the rest pass."""
+    _seed(mongo_client, mongo_db_name)
+    ctx = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name})
+    tenant = ctx.tenant("acme")
+    file = backup_tenant(ctx, tenant, "manual").entry.file
+    original = BackupName.parse(file)
+    folder = ctx.folder(tenant)
+    with folder.open(file) as src:
+        plain = open_plaintext(src, ctx.settings.keyring, "acme", name=file).read()
+    # What the version 1 writer made: created_at is exactly the name's time.
+    v1 = seal_v1(plain, base64.b64decode(KEY), "acme", original.taken_at)
+    as_written = replace(original, frequency="15-day", short_id="00000001")
+    redated = replace(as_written, taken_at=original.taken_at + timedelta(days=400))
+    folder.write(as_written, io.BytesIO(v1))
+    folder.write(redated, io.BytesIO(v1))
+
+    assert verify_backup(ctx, tenant, as_written.filename).documents == 80
+    check_key_can_read(ctx, tenant, as_written.filename)
+    for call in (verify_backup, check_key_can_read, restore_tenant):
+        with pytest.raises(NameMismatch, match="renamed or copied"):
+            call(ctx, tenant, redated.filename)
+    before = _state(mongo_client, mongo_db_name)
+    mongo_client[mongo_db_name].employees.drop()
+    assert restore_tenant(ctx, tenant, as_written.filename).documents == 80
     assert _state(mongo_client, mongo_db_name) == before

@@ -79,6 +79,14 @@ def test_list_inspect_decrypt_and_usage(cli_env, run_cli, mongo_client, mongo_db
     assert info["tenant"] == "acme"
     assert info["encrypted"] is True
     assert len(info["key_fingerprint"]) == 16
+    assert info["format"] == "DBK1"
+    assert info["version"] == 2
+    assert info["content_type"] == "backup-archive"
+    assert info["name"] == file
+    shown = run_cli("inspect", str(path)).output
+    assert "DBK1 version 2" in shown
+    assert f"name             {file}" in shown
+    assert "content type     backup-archive" in shown
 
     out = cli_env / "plain.gz"
     result = run_cli("decrypt", str(path), "--tenant", "acme", "--output", str(out))
@@ -101,6 +109,25 @@ def test_list_inspect_decrypt_and_usage(cli_env, run_cli, mongo_client, mongo_db
     usage = run_cli("usage", "--tenant", "acme")
     assert usage.exit_code == 0
     assert "of 50 MB" in usage.output
+
+
+def test_decrypt_refuses_a_renamed_copy(cli_env, run_cli, mongo_client, mongo_db_name) -> None:
+    file = _backup(mongo_client, mongo_db_name)
+    data = (cli_env / "storage" / "acme" / "db-backups" / file).read_bytes()
+    renamed = cli_env / "15-day_20991231T000000Z_aaaaaa17.gz.enc"
+    renamed.write_bytes(data)
+    out = cli_env / "plain.gz"
+    result = run_cli("decrypt", str(renamed), "--tenant", "acme", "--output", str(out))
+    _one_line_error(result, "renamed or copied")
+    assert file in result.output
+    assert not out.exists()
+    assert json.loads(run_cli("inspect", str(renamed), "--json").stdout)["name"] == file
+    # Saved under a name that is no backup name (a download): nothing to compare it with.
+    download = cli_env / "download.bin"
+    download.write_bytes(data)
+    result = run_cli("decrypt", str(download), "--tenant", "acme", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    assert gzip.decompress(out.read_bytes())[:4] == bytes.fromhex("6de29981")
 
 
 def test_hold_and_release(cli_env, run_cli, mongo_client, mongo_db_name) -> None:
