@@ -348,7 +348,9 @@ def check_key_can_read(ctx: EngineContext, tenant: Tenant, filename: str) -> Non
     """Refuse early when the configured keys cannot read the backup (legacy needs none).
 
     Also refuses (through :func:`read_backup_header`) a backup stored under a name its header
-    disagrees with, so a renamed copy fails before any safety backup is taken.
+    disagrees with, so a renamed copy fails before any safety backup is taken. The first
+    segment is decrypted too: that authenticates the whole header (it is the segment key's
+    HKDF info), so an edited header fails here as well, not after the safety backup.
     """
     header = read_backup_header(ctx, tenant, filename)
     if header is None:
@@ -359,6 +361,9 @@ def check_key_can_read(ctx: EngineContext, tenant: Tenant, filename: str) -> Non
             "it cannot be restored here"
         )
     ctx.settings.keyring.find(header.key_fingerprint)
+    with ctx.folder(tenant).open(filename) as source:
+        plain = open_plaintext(source, ctx.settings.keyring, tenant.id, name=filename)
+        plain.read(1)
 
 
 def restore_tenant(

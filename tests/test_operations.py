@@ -16,6 +16,7 @@ from dbk1_vectors import seal_v1
 
 from daai_backup.archive import open_plaintext
 from daai_backup.errors import (
+    ArchiveCorrupt,
     InvalidName,
     KeyMissing,
     NameMismatch,
@@ -276,7 +277,6 @@ def test_plaintext_swapped_in_under_an_encrypted_name_is_refused(
     mongo_client, mongo_uri, mongo_db_name, local_storage_url
 ):
     """Someone with write access to storage replaces a .gz.enc with plaintext of their own."""
-    from daai_backup.errors import ArchiveCorrupt
 
     _seed(mongo_client, mongo_db_name)
     ctx = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name})
@@ -369,3 +369,24 @@ def test_version_1_backups_are_bound_by_their_time(
     mongo_client[mongo_db_name].employees.drop()
     assert restore_tenant(ctx, tenant, as_written.filename).documents == 80
     assert _state(mongo_client, mongo_db_name) == before
+
+
+def test_a_header_edited_to_match_its_new_name_fails_the_early_check(
+    mongo_client, mongo_uri, mongo_db_name, local_storage_url
+):
+    """The pre-restore check authenticates the header (it decrypts the first segment), so an
+    edited header fails before any safety backup, not half-way through the restore."""
+    _seed(mongo_client, mongo_db_name)
+    ctx = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name})
+    tenant = ctx.tenant("acme")
+    file = backup_tenant(ctx, tenant, "manual").entry.file
+    original = BackupName.parse(file)
+    forged = replace(original, short_id="aaaaaa17")  # same length: only the name bytes change
+    folder = ctx.folder(tenant)
+    with folder.open(file) as src:
+        data = src.read()
+    edited = data.replace(original.filename.encode(), forged.filename.encode(), 1)
+    assert edited != data
+    folder.write(forged, io.BytesIO(edited))
+    with pytest.raises(ArchiveCorrupt, match="damaged or was altered"):
+        check_key_can_read(ctx, tenant, forged.filename)
