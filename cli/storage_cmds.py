@@ -10,9 +10,8 @@ import typer
 from cli.app import app, console, guarded
 from cli.context import engine
 from daai_backup.catalog import TABLE_MIN_WIDTH, render_lines, render_table, to_json_records
-from daai_backup.operations import describe_backup, list_backups
+from daai_backup.operations import describe_backup, list_backups, quota_report
 from daai_backup.policy import SCHEDULE_HOUR
-from daai_backup.quota import QuotaReport
 
 TenantOption = Annotated[str, typer.Option("--tenant", "-t", help="the tenant id")]
 FileOption = Annotated[str, typer.Option("--file", "-f", help="a backup file name from `list`")]
@@ -83,6 +82,6 @@ def usage(tenant: TenantOption) -> None:
     ctx = engine()
     record = ctx.tenant(tenant)
     folder = ctx.folder(record)
-    report = QuotaReport.from_quota_mb(folder.usage_bytes(), record.storage_quota_mb)
+    report = quota_report(ctx, record)
     count = len(folder.entries())
     console.print(f"{tenant}: {report.describe()} in {count} backup(s) at {folder.url}")

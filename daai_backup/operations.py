@@ -186,7 +186,9 @@ def preflight_backup(
     """Refuse a backup that must not run; return the expected size in bytes.
 
     Order matters for the messages people see: suspended subscriptions are skipped before
-    anything else, then the key, then permissions, then the quota.
+    anything else, then the key, then permissions, then the quota. A pre-restore safety
+    backup is never refused for room (see :func:`quota_report`): an emergency restore must
+    not wait for someone to raise a quota.
     """
     row = policy.frequency(label)
     if tenant.subscription == "suspended":
@@ -200,10 +202,27 @@ def preflight_backup(
     elif row.scheduled:
         policy.scheduled_frequency(label, tenant.environment)
     validate_note(note)
-    folder = ctx.folder(tenant)
     expected = estimate_backup_bytes(ctx, tenant)
-    check_quota(folder.usage_bytes(), expected, tenant.storage_quota_mb)
+    if label != policy.PRE_RESTORE:
+        report = quota_report(ctx, tenant)
+        check_quota(report.used_bytes, expected, tenant.storage_quota_mb)
     return expected
+
+
+def quota_report(ctx: EngineContext, tenant: Tenant) -> QuotaReport:
+    """What the tenant uses against its quota.
+
+    Everything stored under the tenant's root counts (side files and what unfinished writes
+    left behind included), except pre-restore safety backups: the product takes those on its
+    own before every restore and deletes them after 7 days, so they may exceed the quota and
+    never count against the tenant's other backups. They are reported apart.
+    """
+    folder = ctx.folder(tenant)
+    safety = sum(e.size_bytes for e in folder.entries() if e.frequency == policy.PRE_RESTORE)
+    used = folder.usage_bytes()
+    return QuotaReport.from_quota_mb(
+        max(0, used - safety), tenant.storage_quota_mb, outside_quota_bytes=safety
+    )
 
 
 def backup_tenant(
@@ -243,7 +262,7 @@ def backup_tenant(
             finally:
                 gz.close()
 
-    limit, on_limit = _quota_limit(folder, tenant)
+    limit, on_limit = (None, None) if label == policy.PRE_RESTORE else _quota_limit(ctx, tenant)
     pipe, producer = produce_into_pipe(produce, name=f"backup-{tenant.id}")
     counted = CountingReader(
         pipe,
@@ -292,9 +311,9 @@ def backup_tenant(
 
 
 def _quota_limit(
-    folder: BackupFolder, tenant: Tenant
+    ctx: EngineContext, tenant: Tenant
 ) -> tuple[int | None, Callable[[int], BaseException] | None]:
-    report = QuotaReport.from_quota_mb(folder.usage_bytes(), tenant.storage_quota_mb)
+    report = quota_report(ctx, tenant)
     if report.free_bytes is None:
         return None, None
 
@@ -461,6 +480,7 @@ __all__ = [
     "list_backups",
     "load_context",
     "preflight_backup",
+    "quota_report",
     "read_backup_header",
     "restore_tenant",
     "verify_backup",

@@ -34,14 +34,20 @@ def check_quota(used_bytes: int, expected_bytes: int, quota_mb: int | None) -> N
 
 @dataclass(frozen=True)
 class QuotaReport:
-    """How much of its quota a tenant uses; ``quota_bytes`` None means unlimited."""
+    """How much of its quota a tenant uses; ``quota_bytes`` None means unlimited.
+
+    ``outside_quota_bytes`` is stored but not counted (pre-restore safety backups).
+    """
 
     used_bytes: int
     quota_bytes: int | None
+    outside_quota_bytes: int = 0
 
     @classmethod
-    def from_quota_mb(cls, used_bytes: int, quota_mb: int | None) -> QuotaReport:
-        return cls(used_bytes, None if quota_mb is None else quota_mb * MB)
+    def from_quota_mb(
+        cls, used_bytes: int, quota_mb: int | None, *, outside_quota_bytes: int = 0
+    ) -> QuotaReport:
+        return cls(used_bytes, None if quota_mb is None else quota_mb * MB, outside_quota_bytes)
 
     @property
     def percent(self) -> float | None:
@@ -61,5 +67,11 @@ class QuotaReport:
     def describe(self) -> str:
         """One line for `usage`, e.g. ``123.4 MB of 500 MB (24.7%)``."""
         if self.quota_bytes is None:
-            return f"{_mb(self.used_bytes)} (no quota)"
-        return f"{_mb(self.used_bytes)} of {self.quota_bytes / MB:,.0f} MB ({self.percent:.1f}%)"
+            line = f"{_mb(self.used_bytes)} (no quota)"
+        else:
+            line = (
+                f"{_mb(self.used_bytes)} of {self.quota_bytes / MB:,.0f} MB ({self.percent:.1f}%)"
+            )
+        if self.outside_quota_bytes:
+            line += f", plus {_mb(self.outside_quota_bytes)} of safety backups outside the quota"
+        return line

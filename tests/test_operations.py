@@ -35,6 +35,7 @@ from daai_backup.operations import (
     describe_backup,
     list_backups,
     preflight_backup,
+    quota_report,
     restore_tenant,
     verify_backup,
 )
@@ -390,3 +391,32 @@ def test_a_header_edited_to_match_its_new_name_fails_the_early_check(
     folder.write(forged, io.BytesIO(edited))
     with pytest.raises(ArchiveCorrupt, match="damaged or was altered"):
         check_key_can_read(ctx, tenant, forged.filename)
+
+
+def test_safety_backups_are_outside_the_quota(
+    mongo_client, mongo_uri, mongo_db_name, local_storage_url
+):
+    """A tenant over half its quota can still restore: the pre-restore backup is never
+    refused for room, and it does not count against the tenant's other backups."""
+    _seed(mongo_client, mongo_db_name)
+    roomy = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name})
+    made = backup_tenant(roomy, roomy.tenant("acme"), "manual")
+    size = made.entry.size_bytes
+    # A quota that holds the existing backup but not a second one of the same size.
+    quota_mb = 1
+    tight = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name}, storage_quota_mb=quota_mb)
+    tenant = tight.tenant("acme")
+    filler = 1_000_000 - 2 * size + 10  # leaves less room than one more backup
+    tight.folder(tenant).write(
+        BackupName.parse("manual_20200101T000000Z_0000abcd.gz.enc"), io.BytesIO(b"x" * filler)
+    )
+    with pytest.raises(QuotaExceeded):
+        preflight_backup(tight, tenant, "manual", actor="ops")
+    preflight_backup(tight, tenant, "pre-restore")  # never refused for room
+    safety = backup_tenant(tight, tenant, "pre-restore")
+    report = quota_report(tight, tenant)
+    assert report.outside_quota_bytes == safety.entry.size_bytes
+    # everything on disk counts but the safety backup
+    assert report.used_bytes == tight.folder(tenant).usage_bytes() - safety.entry.size_bytes
+    assert report.used_bytes >= size + filler
+    assert "safety backups outside the quota" in report.describe()
