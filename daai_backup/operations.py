@@ -39,6 +39,7 @@ from daai_backup.compression import open_gzip_reader, open_gzip_writer
 from daai_backup.errors import (
     ArchiveCorrupt,
     DaaiBackupError,
+    KeyMissing,
     ObjectNotFound,
     QuotaExceeded,
     SubscriptionSuspended,
@@ -385,6 +386,35 @@ def check_key_can_read(ctx: EngineContext, tenant: Tenant, filename: str) -> Non
         plain.read(1)
 
 
+def preflight_restore(
+    ctx: EngineContext, tenant: Tenant, filename: str, *, actor: str | None
+) -> BackupEntry:
+    """Refuse a restore that must not start, before anyone is asked to confirm it.
+
+    In order: the actor's ``restore`` permission; the file is one of this tenant's backups;
+    the tenant can take the pre-restore safety backup (active subscription, a current key:
+    a restore never runs without its safety backup, and that backup is always encrypted,
+    so even a legacy plaintext backup needs the key to be restored); and the configured
+    keys can read the file, whose header must name it (:func:`check_key_can_read`).
+    Returns the backup's entry.
+    """
+    tenant.require(actor, "restore")
+    entry = describe_backup(ctx, tenant, filename)
+    if tenant.subscription == "suspended":
+        raise SubscriptionSuspended(
+            f"tenant {tenant.id!r} has a suspended subscription: a restore first takes a "
+            "safety backup, which is not allowed while suspended; reactivate it, then restore"
+        )
+    if ctx.settings.keyring.current is None:
+        raise KeyMissing(
+            "BACKUP_ENCRYPTION_KEY is not set: every restore first takes an encrypted safety "
+            "backup of the live database (also to restore a legacy unencrypted backup); set "
+            "the key (`daai-backup keygen` makes one), then run the restore again"
+        )
+    check_key_can_read(ctx, tenant, filename)
+    return entry
+
+
 def restore_tenant(
     ctx: EngineContext,
     tenant: Tenant,
@@ -480,6 +510,7 @@ __all__ = [
     "list_backups",
     "load_context",
     "preflight_backup",
+    "preflight_restore",
     "quota_report",
     "read_backup_header",
     "restore_tenant",

@@ -49,7 +49,9 @@ def publish_key_missing(tenant: Tenant, message: str) -> None:
                 "",
                 "- Generate a key once: `daai-backup keygen` (keep a copy in your secret store).",
                 "- Set it as `BACKUP_ENCRYPTION_KEY` in the worker's environment or `.env`.",
-                "- Existing legacy (unencrypted) backups can still be restored meanwhile.",
+                "- Restores wait for the key too: each restore first takes an encrypted "
+                "safety backup of the live database, also when it restores a legacy "
+                "(unencrypted) backup.",
             ]
         ),
         key=f"backup-key-missing-{tenant.id}",

@@ -35,6 +35,7 @@ from daai_backup.operations import (
     describe_backup,
     list_backups,
     preflight_backup,
+    preflight_restore,
     quota_report,
     restore_tenant,
     verify_backup,
@@ -225,6 +226,14 @@ def test_wrong_key_is_named_and_legacy_gzip_needs_none(
     assert result.documents == 80
     assert mongo_client[mongo_db_name].employees.count_documents({}) == 50
     assert any(not e.encrypted for e in list_backups(keyless, keyless.tenant("acme")))
+
+    # ... but the product's restore always takes an encrypted safety backup first, so it is
+    # refused up front, before any confirmation, with what to do
+    with pytest.raises(KeyMissing) as refused:
+        preflight_restore(keyless, keyless.tenant("acme"), legacy, actor="ops")
+    assert "safety backup" in str(refused.value)
+    assert "legacy" in str(refused.value)
+    assert preflight_restore(ctx, ctx.tenant("acme"), legacy, actor="ops").file == legacy
 
 
 def test_backup_and_restore_through_s3_over_http(

@@ -66,6 +66,9 @@ def test_missing_key_fails_at_once_with_a_banner(
     banner = artifact(f"backup-key-missing-{tid}")
     assert banner is not None
     assert "BACKUP_ENCRYPTION_KEY" in str(banner.data)
+    # the banner's words agree with the product: restores need the key (safety backup)
+    assert "Restores wait for the key too" in str(banner.data)
+    assert "can still be restored" not in str(banner.data)
     assert files_of(flow_env, tid) == []
 
 
