@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +37,10 @@ class Backend:
     put_outside: Callable[[str], None]
     # Incomplete multipart uploads (S3 only; empty elsewhere).
     pending_uploads: Callable[[], list[str]]
+    # Leave what a write of ``key`` killed part way leaves (``size`` bytes of it, as a dead
+    # process would: unlocked, older than any grace period); returns the bytes left (0 for
+    # the in-memory backend, where a killed write leaves nothing).
+    abandon: Callable[[str, int], int]
 
 
 def _local(tmp_path: Path) -> Backend:
@@ -59,7 +64,16 @@ def _local(tmp_path: Path) -> Backend:
         (tmp_path / "rootx").mkdir(exist_ok=True)
         (tmp_path / "rootx" / name).write_bytes(b"outside")
 
-    return Backend("local", LocalStorage(root), leftovers, seed, put_outside, list)
+    def abandon(key: str, size: int) -> int:
+        final = root / key
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".tmp-{uuid.uuid4().hex}-{final.name}")
+        tmp.write_bytes(b"t" * size)
+        old = time.time() - 3600
+        os.utime(tmp, (old, old))
+        return size
+
+    return Backend("local", LocalStorage(root), leftovers, seed, put_outside, list, abandon)
 
 
 def _memory() -> Backend:
@@ -77,7 +91,7 @@ def _memory() -> Backend:
         MemoryStorage(name).put_stream(key, io.BytesIO(b"outside"))
         MemoryStorage(name, "rootx").put_stream(key, io.BytesIO(b"outside"))
 
-    return Backend("memory", storage, leftovers, seed, put_outside, list)
+    return Backend("memory", storage, leftovers, seed, put_outside, list, lambda key, size: 0)
 
 
 def _s3(endpoint: str, bucket: str, client: Any) -> Backend:
@@ -105,7 +119,19 @@ def _s3(endpoint: str, bucket: str, client: Any) -> Backend:
         client.put_object(Bucket=bucket, Key=key, Body=b"outside")
         client.put_object(Bucket=bucket, Key=f"rootx/{key}", Body=b"outside")
 
-    return Backend("s3", storage, leftovers, seed, put_outside, uploads)
+    def abandon(key: str, size: int) -> int:
+        # What a killed upload leaves: a started multipart upload with a part in it.
+        upload = client.create_multipart_upload(Bucket=bucket, Key=f"root/{key}")
+        client.upload_part(
+            Bucket=bucket,
+            Key=f"root/{key}",
+            UploadId=upload["UploadId"],
+            PartNumber=1,
+            Body=b"t" * size,
+        )
+        return size
+
+    return Backend("s3", storage, leftovers, seed, put_outside, uploads, abandon)
 
 
 @pytest.fixture(scope="session")
