@@ -18,7 +18,9 @@ Loaded from a YAML file (``DAAI_BACKUP_TENANTS_FILE``)::
           frequency: 24-hour
           until: 2026-12-31T00:00:00+05:30
 
-Every validation error names the tenant and the field.
+Every validation error names the tenant and the field. A key written twice in one mapping
+(anywhere in the file) is refused with its line: YAML would silently keep the last one, so a
+user listed twice under ``permissions`` would lose the first entry's permissions.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -276,12 +278,42 @@ class TenantRegistry(Mapping[str, Tenant]):
                 "DAAI_BACKUP_TENANTS_FILE"
             ) from None
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        except _DuplicateKey as dup:
+            raise TenantsFileInvalid(
+                f"{path} line {dup.line}: key {dup.key!r} appears twice in the same mapping "
+                f"(first at line {dup.first_line}): keep one"
+            ) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
             raise TenantsFileInvalid(f"{path}: not valid YAML{where}") from None
         return cls.from_data(data, source=str(path))
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: object, line: int, first_line: int) -> None:
+        super().__init__(f"key {key!r} at line {line} appears twice")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<' merges; keys it brings in may be overridden, as YAML intends
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, line, seen[key])
+                seen[key] = line
+            except TypeError:
+                continue  # an unhashable key: the base class refuses it with its own error
+        return super().construct_mapping(node, deep=deep)
 
 
 def _outer_locations(location: str) -> list[str]:

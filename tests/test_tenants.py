@@ -238,3 +238,65 @@ def test_a_symlink_into_another_tenants_folder_is_refused(tmp_path: Path) -> Non
     with pytest.raises(TenantsFileInvalid, match="share the storage root"):
         check(_tenant(id="evil"))
     check(_tenant(id="x", storage_url=(tmp_path / "to-elsewhere").as_uri()))  # fine
+
+
+DUPLICATED_USER = """\
+tenants:
+  - id: acme-hr
+    workspace_name: Acme HR
+    permissions:
+      priya@acme.example: [create, restore]
+      sam@acme.example: [create]
+      priya@acme.example: []
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            DUPLICATED_USER,
+            "line 7: key 'priya@acme.example' appears twice in the same mapping (first at line 5)",
+        ),
+        (
+            "tenants:\n  - id: a\n    workspace_name: A\n"
+            "    frequency: 7-day\n    frequency: 3-day\n",
+            "line 5: key 'frequency' appears twice",
+        ),
+        ("tenants: []\ntenants:\n  - id: a\n    workspace_name: A\n", "line 2: key 'tenants'"),
+        ("tenants:\n  - {id: a, workspace_name: A, id: b}\n", "line 2: key 'id' appears twice"),
+        ("x:\n  deep:\n    deeper: {1: a, 1: b}\n", "line 3: key 1 appears twice"),
+    ],
+)
+def test_a_key_written_twice_is_refused_with_its_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "tenants.yaml"
+    path.write_text(text)
+    with pytest.raises(TenantsFileInvalid) as info:
+        TenantRegistry.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path} line ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_same_keys_in_different_mappings_and_merges_are_fine(tmp_path: Path) -> None:
+    path = tmp_path / "tenants.yaml"
+    path.write_text(
+        "tenants:\n"
+        "  - &one\n"
+        "    id: one\n"
+        "    workspace_name: One\n"
+        "    frequency: 7-day\n"
+        "    permissions: {priya: [create]}\n"
+        "  - <<: *one\n"
+        "    id: two\n"
+        "    frequency: 3-day\n"  # overrides the merged value: not a duplicate
+        "    permissions: {priya: [restore]}\n"
+    )
+    registry = TenantRegistry.load(path)
+    assert (registry["one"].frequency, registry["two"].frequency) == ("7-day", "3-day")
+    assert registry["two"].workspace_name == "One"
+    assert registry["two"].can("priya", "restore")
+    assert not registry["two"].can("priya", "create")
