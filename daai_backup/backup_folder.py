@@ -292,7 +292,8 @@ class BackupFolder:
         """
         if record.file != BackupName.parse(filename).filename:
             raise InvalidName(f"verification record of {record.file!r} given for {filename!r}")
-        if not (self._exists(self._key(filename)) or self._exists(self._key(filename, True))):
+        held_key = self._key(filename, held=True)
+        if not (self._exists(self._key(filename)) or self._exists(held_key)):
             raise self._not_found(filename)
         put_bytes(self._storage, self._record(filename), record.to_json())
 
@@ -349,25 +350,25 @@ class BackupFolder:
         for info in self._storage.list(pool_prefix):
             rel = info.key[len(pool_prefix) :]
             place, _, filename = rel.rpartition("/")
-            if place not in ("", HELD_DIR, VERIFIED_DIR):
-                continue
-            if place == VERIFIED_DIR:
-                stem, suffix = filename[: -len(RECORD_SUFFIX)], filename[-len(RECORD_SUFFIX) :]
-            elif filename.endswith(SIDECAR_SUFFIX):
-                stem, suffix = filename[: -len(SIDECAR_SUFFIX)], SIDECAR_SUFFIX
+            held = place == HELD_DIR
+            if place == VERIFIED_DIR and filename.endswith(RECORD_SUFFIX):
+                kind, stem = "record", filename[: -len(RECORD_SUFFIX)]
+            elif place in ("", HELD_DIR) and filename.endswith(SIDECAR_SUFFIX):
+                kind, stem = "sidecar", filename[: -len(SIDECAR_SUFFIX)]
+            elif place in ("", HELD_DIR):
+                kind, stem = "backup", filename
             else:
-                stem, suffix = filename, ""
+                continue  # a sub-folder that is not ours
             try:
                 BackupName.parse(stem)
             except InvalidName:
                 continue  # not ours: left alone
-            if place == VERIFIED_DIR:
-                if suffix == RECORD_SUFFIX:
-                    listing.records[stem] = info.size
-            elif suffix:
-                listing.sidecars[(stem, place == HELD_DIR)] = info.size
+            if kind == "record":
+                listing.records[stem] = info.size
+            elif kind == "sidecar":
+                listing.sidecars[(stem, held)] = info.size
             else:
-                listing.places.add((stem, place == HELD_DIR))
+                listing.places.add((stem, held))
                 listing.backups.add(stem)
         return listing
 
