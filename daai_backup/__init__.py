@@ -12,9 +12,10 @@ No module of this package imports Prefect; the ``tasks``, ``flows``, ``deploymen
   retention plan.
 
 The building blocks (``keys``, ``archive``, ``compression``, ``mongo``, ``storage``,
-``names``, ``backup_folder``, ``quota``, ``streams``) are composed by ``operations``; the
-CLI's file commands (``inspect``, ``decrypt``) and the tests use them directly. Submodules are
-imported on demand so that a light command such as ``daai-backup keygen`` stays quick.
+``names``, ``backup_folder``, ``verification``, ``quota``, ``streams``) are composed by
+``operations``; the CLI's file commands (``inspect``, ``decrypt``) and the tests use them
+directly. Submodules are imported on demand so that a light command such as
+``daai-backup keygen`` stays quick.
 """
 
 __version__ = "0.1.0"

@@ -8,6 +8,8 @@ Layout under the tenant root (``<storage url>/<tenant id>`` by default, or the t
                                              ({"note": "...", "consistency": "snapshot", ...})
     db-backups/held/<backup file>            held (pinned) backups, outside the pool
     db-backups/held/<backup file>.meta.json
+    db-backups/verified/<backup file>.json   what verify found (held or not; see
+                                             :mod:`daai_backup.verification`)
 
 Every method takes a backup *file name*, never a key: the name is parsed by
 :meth:`BackupName.parse` (which accepts only canonical names, no '/' at all) and joined to
@@ -18,14 +20,26 @@ Notes live in a small side file rather than in object metadata: an S3 listing do
 return metadata, so reading notes from metadata would cost one HEAD per backup, while side
 files come back in the same listing pages and only backups that have a note cost one GET.
 
-Ordering rules that keep a crash harmless:
+Ordering rules that keep a crash harmless (each step is one atomic storage write or
+delete; a crash stops the sequence between two steps):
 
-- write: the note side file first, then the backup; a backup is never visible without its
-  note, and a note without a backup is ignored.
-- hold/release: copy (note, then backup) to the other place, then delete the original
-  (backup, then note). After a crash between the steps the backup exists in both places;
-  it is then listed once, as held (the safe side), and running hold or release again
-  finishes the move.
+- A side file and a verification record MUST be written only after their backup exists,
+  and deleted only after it is gone. So a side file whose backup is not in the same place,
+  or a record whose backup is in neither place, is always garbage of a killed operation:
+  readers ignore it and :meth:`BackupFolder.remove_leftovers` deletes it. A crash may
+  leave a backup without its side file (its note and facts), never the reverse.
+- write: the backup, then the side file with the note; :meth:`BackupFolder.annotate`
+  merges the facts into that side file later. If the note cannot be written the backup is
+  deleted again and the error raised, so a retry does not leave a second backup.
+- hold/release: copy the backup, then its side file, to the other place; then delete the
+  original backup, then the original side file. After a crash between the steps the backup
+  exists in both places; it is then listed once, as held (the safe side), and running hold
+  or release again finishes the move.
+- delete: the backup, then its side file, then its verification record.
+
+:meth:`BackupFolder.remove_leftovers` also asks the storage to remove what killed writes
+left (:meth:`Storage.remove_incomplete`); like every write here, it is called while holding
+the tenant's lease, so no live write of this tenant is under way.
 """
 
 from __future__ import annotations
@@ -33,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from daai_backup.catalog import BackupEntry, newest_first
@@ -45,13 +60,15 @@ from daai_backup.storage import (
     put_bytes,
     read_bytes,
     storage_from_url,
-    total_size,
     validate_key,
 )
+from daai_backup.verification import VerificationRecord
 
 BACKUPS_DIR = "db-backups"
 HELD_DIR = "held"
+VERIFIED_DIR = "verified"
 SIDECAR_SUFFIX = ".meta.json"
+RECORD_SUFFIX = ".json"
 
 
 class BackupFolder:
@@ -65,6 +82,7 @@ class BackupFolder:
         self._root = root
         self._pool = join_key(root, BACKUPS_DIR)
         self._held = join_key(self._pool, HELD_DIR)
+        self._verified = join_key(self._pool, VERIFIED_DIR)
 
     @property
     def storage(self) -> Storage:
@@ -87,6 +105,9 @@ class BackupFolder:
     @staticmethod
     def _sidecar(key: str) -> str:
         return key + SIDECAR_SUFFIX
+
+    def _record(self, filename: str) -> str:
+        return join_key(self._verified, BackupName.parse(filename).filename + RECORD_SUFFIX)
 
     def _exists(self, key: str) -> bool:
         try:
@@ -117,15 +138,16 @@ class BackupFolder:
             "taken-at": name.taken_at.isoformat(),
             **(extra_metadata or {}),
         }
+        info = self._storage.put_stream(key, source, metadata)
         if note is not None:
-            put_bytes(self._storage, self._sidecar(key), json.dumps({"note": note}).encode())
-        try:
-            return self._storage.put_stream(key, source, metadata)
-        except BaseException:
-            if note is not None:
+            try:
+                put_bytes(self._storage, self._sidecar(key), json.dumps({"note": note}).encode())
+            except BaseException:
+                # All or nothing for the caller: a retry must not leave a second backup.
                 with contextlib.suppress(StorageError):
-                    self._storage.delete(self._sidecar(key))
-            raise
+                    self._storage.delete(key)
+                raise
+        return info
 
     def open(self, filename: str) -> BinaryIO:
         """Open a backup (held or not) for streaming reads."""
@@ -220,9 +242,12 @@ class BackupFolder:
                 f"backup {filename!r} is held: release it (`daai-backup release`) before "
                 "deleting it"
             )
-        # The backup first, its note after: a listed backup never loses its note.
+        # The backup first, what describes it after: a listed backup never loses its note.
+        held_copy = self._exists(held_key)
         self._storage.delete(key)
         self._storage.delete(self._sidecar(key))
+        if not held_copy:  # mid-move, the held copy keeps the record
+            self._storage.delete(self._record(filename))
 
     def hold(self, filename: str) -> None:
         """Move a backup out of the retention pool; idempotent and safe to re-run."""
@@ -239,16 +264,123 @@ class BackupFolder:
             if self._exists(dst):
                 return  # already where it should be
             raise self._not_found(filename)
-        # Copy first, delete after: at every instant the backup exists somewhere.
-        with contextlib.suppress(ObjectNotFound):
-            self._storage.copy(self._sidecar(src), self._sidecar(dst))
+        # Copy first, delete after: at every instant the backup exists somewhere; each
+        # side file follows its backup in (see the module docstring).
         self._storage.copy(src, dst)
+        try:
+            self._storage.copy(self._sidecar(src), self._sidecar(dst))
+        except ObjectNotFound:
+            # No side file to move; a stale one there would lend the backup a wrong note.
+            self._storage.delete(self._sidecar(dst))
         self._storage.delete(src)
         self._storage.delete(self._sidecar(src))
 
     def usage_bytes(self) -> int:
-        """Bytes used under the tenant's whole root (all backups, held ones, side files)."""
-        return total_size(self._storage, self._root + "/" if self._root else "")
+        """Bytes the tenant's whole root takes, leftovers of killed writes included."""
+        return self._storage.space_used(self._root_prefix())
+
+    def _root_prefix(self) -> str:
+        return self._root + "/" if self._root else ""
+
+    # --- verification records ---------------------------------------------------------
+
+    def record_verification(self, filename: str, record: VerificationRecord) -> None:
+        """Keep what verify found about a backup (held or not); replaces an older record.
+
+        ObjectNotFound if the backup does not exist: a record is written only after its
+        backup, so one without a backup is always garbage.
+        """
+        if record.file != BackupName.parse(filename).filename:
+            raise InvalidName(f"verification record of {record.file!r} given for {filename!r}")
+        held_key = self._key(filename, held=True)
+        if not (self._exists(self._key(filename)) or self._exists(held_key)):
+            raise self._not_found(filename)
+        put_bytes(self._storage, self._record(filename), record.to_json())
+
+    def verifications(self) -> dict[str, VerificationRecord]:
+        """The verification record of every existing backup that has one, by file name.
+
+        One listing plus one small read per record. Records of backups that no longer exist
+        are ignored, and so is a record that does not parse (its backup counts as not
+        verified).
+        """
+        listing = self._scan()
+        found: dict[str, VerificationRecord] = {}
+        for filename in listing.records:
+            if filename not in listing.backups:
+                continue
+            try:
+                record = VerificationRecord.from_json(
+                    read_bytes(self._storage, self._record(filename), limit=64 * 1024)
+                )
+            except (ObjectNotFound, ValueError):
+                continue
+            if record.file == filename:
+                found[filename] = record
+        return found
+
+    # --- leftovers --------------------------------------------------------------------
+
+    def remove_leftovers(self) -> int:
+        """Remove what killed operations left in the tenant's root; return the bytes freed.
+
+        Unfinished writes (:meth:`Storage.remove_incomplete` over the whole root), side
+        files whose backup is not in their place, and verification records whose backup is
+        in neither place. Call it holding the tenant's lease.
+        """
+        freed = self._storage.remove_incomplete(self._root_prefix())
+        listing = self._scan()
+        for (filename, held), size in listing.sidecars.items():
+            key = self._key(filename, held)
+            if (filename, held) not in listing.places and not self._exists(key):
+                self._storage.delete(self._sidecar(key))
+                freed += size
+        for filename, size in listing.records.items():
+            if filename in listing.backups or self._exists(self._key(filename)):
+                continue
+            if not self._exists(self._key(filename, held=True)):
+                self._storage.delete(self._record(filename))
+                freed += size
+        return freed
+
+    def _scan(self) -> _Listing:
+        """One listing of the tenant's ``db-backups`` folder, sorted into its parts."""
+        pool_prefix = self._pool + "/"
+        listing = _Listing()
+        for info in self._storage.list(pool_prefix):
+            rel = info.key[len(pool_prefix) :]
+            place, _, filename = rel.rpartition("/")
+            held = place == HELD_DIR
+            if place == VERIFIED_DIR and filename.endswith(RECORD_SUFFIX):
+                kind, stem = "record", filename[: -len(RECORD_SUFFIX)]
+            elif place in ("", HELD_DIR) and filename.endswith(SIDECAR_SUFFIX):
+                kind, stem = "sidecar", filename[: -len(SIDECAR_SUFFIX)]
+            elif place in ("", HELD_DIR):
+                kind, stem = "backup", filename
+            else:
+                continue  # a sub-folder that is not ours
+            try:
+                BackupName.parse(stem)
+            except InvalidName:
+                continue  # not ours: left alone
+            if kind == "record":
+                listing.records[stem] = info.size
+            elif kind == "sidecar":
+                listing.sidecars[(stem, held)] = info.size
+            else:
+                listing.places.add((stem, held))
+                listing.backups.add(stem)
+        return listing
+
+
+@dataclass
+class _Listing:
+    """A tenant's ``db-backups`` folder as one listing saw it (file names and sizes)."""
+
+    backups: set[str] = field(default_factory=set)
+    places: set[tuple[str, bool]] = field(default_factory=set)  # (file, held)
+    sidecars: dict[tuple[str, bool], int] = field(default_factory=dict)
+    records: dict[str, int] = field(default_factory=dict)
 
 
 def folder_for_tenant(

@@ -1,7 +1,9 @@
 """The per-tenant storage quota: checked before a backup is written.
 
 Sizes in this product are decimal: 1 MB = 1,000,000 bytes (as shown in the backup list), so
-``storage_quota_mb = 500`` allows 500,000,000 bytes under the tenant's storage root.
+``storage_quota_mb = 500`` allows 500,000,000 bytes under the tenant's storage root. The
+bytes used are everything the storage holds there (``BackupFolder.usage_bytes``, i.e.
+``Storage.space_used``): backups, side files, and what killed writes left until it is swept.
 """
 
 from __future__ import annotations

@@ -18,7 +18,9 @@ Loaded from a YAML file (``DAAI_BACKUP_TENANTS_FILE``)::
           frequency: 24-hour
           until: 2026-12-31T00:00:00+05:30
 
-Every validation error names the tenant and the field.
+Every validation error names the tenant and the field. A key written twice in one mapping
+(anywhere in the file) is refused with its line: YAML would silently keep the last one, so a
+user listed twice under ``permissions`` would lose the first entry's permissions.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -116,7 +118,8 @@ class Tenant(BaseModel):
     def _valid_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("file:///", "s3://", "memory://")):
             raise ValueError("must be file:///absolute/path or s3://bucket/prefix")
-        return value.rstrip("/") if value else value
+        # Kept as written: canonical_location gives every spelling of a place one form.
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Tenant:
@@ -145,7 +148,7 @@ class Tenant(BaseModel):
 
     def storage_root(self, default_storage_url: str) -> str:
         """This tenant's storage root: its own ``storage_url``, else ``<default>/<id>``."""
-        return (self.storage_url or f"{default_storage_url.rstrip('/')}/{self.id}").rstrip("/")
+        return self.storage_url or f"{default_storage_url.rstrip('/')}/{self.id}"
 
     def can(self, actor: str, permission: Permission) -> bool:
         return permission in self.permissions.get(actor, frozenset())
@@ -188,36 +191,45 @@ class TenantRegistry(Mapping[str, Tenant]):
                 )
 
     def check_storage_roots(self, default_storage_url: str) -> None:
-        """Refuse tenants whose storage roots are the same, nested, or above the default root.
+        """Refuse tenants whose storage folders are the same, nested, or hold the default root.
 
-        Each tenant's backups must live under a root no other tenant can reach: a per-tenant
-        ``storage_url`` pointing at (or inside) another tenant's folder would let one tenant
-        list, restore from, or prune the other's backups.
+        Each tenant's backups must live under a folder no other tenant can reach: a
+        per-tenant ``storage_url`` pointing at (or inside, or above) another tenant's folder
+        would let one tenant list, restore from, or prune the other's backups. Folders are
+        compared by :func:`~daai_backup.storage.canonical_location`, so another spelling of
+        the same place (``//``, ``/./``, a trailing '/', ``%2F``, a symlink) is caught too;
+        the backends are built from the same canonical location.
         """
-        default = default_storage_url.rstrip("/")
+        # On use: the storage package loads boto3, which reading the registry does not need.
+        from daai_backup.storage import canonical_location
+
+        default = canonical_location(default_storage_url)
         roots: dict[str, str] = {}
         for tenant in self._tenants.values():
-            root = tenant.storage_root(default)
+            spelled = tenant.storage_root(default_storage_url)
+            try:
+                root = canonical_location(spelled)
+            except ConfigError as exc:
+                raise TenantsFileInvalid(f"tenant {tenant.id!r}: {exc}") from None
+            shown = repr(root) if root == spelled else f"{root!r} (written {spelled!r})"
             other = roots.setdefault(root, tenant.id)
             if other != tenant.id:
                 raise TenantsFileInvalid(
-                    f"tenants {other!r} and {tenant.id!r} share the storage root {root!r}: "
+                    f"tenants {other!r} and {tenant.id!r} share the storage root {shown}: "
                     "each tenant needs a folder of its own"
                 )
-        for root, tenant_id in roots.items():
-            if root == default or default.startswith(root + "/"):
+            if root == default or root in _outer_locations(default):
                 raise TenantsFileInvalid(
-                    f"tenant {tenant_id!r}: storage_url {root!r} holds every tenant's default "
+                    f"tenant {tenant.id!r}: storage_url {shown} holds every tenant's default "
                     "folder: give it a folder of its own"
                 )
         for root, tenant_id in roots.items():
-            parts = root.split("/")
-            for end in range(1, len(parts)):
-                owner = roots.get("/".join(parts[:end]))
+            for outer in _outer_locations(root):
+                owner = roots.get(outer)
                 if owner is not None:
                     raise TenantsFileInvalid(
                         f"tenant {tenant_id!r}: storage root {root!r} lies inside tenant "
-                        f"{owner!r}'s root: each tenant needs a folder of its own"
+                        f"{owner!r}'s root {outer!r}: each tenant needs a folder of its own"
                     )
 
     def __getitem__(self, tenant_id: str) -> Tenant:
@@ -266,12 +278,55 @@ class TenantRegistry(Mapping[str, Tenant]):
                 "DAAI_BACKUP_TENANTS_FILE"
             ) from None
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        except _DuplicateKey as dup:
+            raise TenantsFileInvalid(
+                f"{path} line {dup.line}: key {dup.key!r} appears twice in the same mapping "
+                f"(first at line {dup.first_line}): keep one"
+            ) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
             raise TenantsFileInvalid(f"{path}: not valid YAML{where}") from None
         return cls.from_data(data, source=str(path))
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: object, line: int, first_line: int) -> None:
+        super().__init__(f"key {key!r} at line {line} appears twice")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<' merges; keys it brings in may be overridden, as YAML intends
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, line, seen[key])
+                seen[key] = line
+            except TypeError:
+                continue  # an unhashable key: the base class refuses it with its own error
+        return super().construct_mapping(node, deep=deep)
+
+
+def _outer_locations(location: str) -> list[str]:
+    """Every canonical location that strictly contains ``location``, outermost first.
+
+    ``file:///srv/b/acme`` -> ``file:///``, ``file:///srv``, ``file:///srv/b``;
+    ``s3://bucket/p/acme`` -> ``s3://bucket``, ``s3://bucket/p``.
+    """
+    scheme, _, rest = location.partition("://")
+    absolute = rest.startswith("/")  # a file path; its root '/' holds every file location
+    base = f"{scheme}://{'/' if absolute else ''}"
+    segments = [s for s in rest.split("/") if s]
+    return [base + "/".join(segments[:end]) for end in range(0 if absolute else 1, len(segments))]
 
 
 def _first_error(exc: ValidationError) -> str:

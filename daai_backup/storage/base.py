@@ -25,6 +25,13 @@ Errors
     storage error and propagates unchanged. Backends do not retry whole operations
     themselves (the S3 client retries single requests); retrying is the caller's layer.
 
+Leftovers of unfinished writes
+    A write killed part way (``kill -9``, a lost machine) cannot clean up after itself: a
+    backend may then hold bytes no lister reports (a local temporary file, an orphan
+    metadata side file, the parts of an S3 multipart upload). :meth:`Storage.space_used`
+    counts them, so a quota sees what the storage really holds, and
+    :meth:`Storage.remove_incomplete` removes them. Neither touches a complete object.
+
 Memory
     Every operation streams: memory use does not grow with the size of an object (the
     in-memory backend, by its nature, keeps what it stores).
@@ -173,6 +180,27 @@ class Storage(ABC):
         """
 
     @abstractmethod
+    def space_used(self, prefix: str = "") -> int:
+        """Every byte the backend holds for keys starting with ``prefix``.
+
+        Complete objects, and also what :meth:`list` never reports: temporaries of
+        unfinished writes, metadata side files, parts of incomplete multipart uploads. A
+        leftover counts under the key its write was for. This is the number a quota is
+        checked against.
+        """
+
+    @abstractmethod
+    def remove_incomplete(self, prefix: str = "") -> int:
+        """Remove what unfinished writes for keys starting with ``prefix`` left; return bytes freed.
+
+        The caller MUST hold the exclusive right to write under ``prefix`` (the tenant's
+        lease), so a backend that cannot tell a live write from a dead one MAY remove every
+        unfinished write it finds (S3 aborts every multipart upload under the prefix). A
+        backend that can tell (the local one, by a lock the writing process holds until it
+        exits) MUST NOT remove a live write's temporaries. Never touches a complete object.
+        """
+
+    @abstractmethod
     def ping(self) -> None:
         """Check that the storage is reachable and usable; StorageError says why not."""
 
@@ -200,7 +228,7 @@ def read_bytes(storage: Storage, key: str, limit: int = 1024 * 1024) -> bytes:
 
 
 def total_size(storage: Storage, prefix: str = "") -> int:
-    """Bytes used by every object under ``prefix``."""
+    """Bytes of the complete objects under ``prefix`` (see also :meth:`Storage.space_used`)."""
     return sum(info.size for info in storage.list(prefix))
 
 

@@ -2,18 +2,33 @@
 
 Keys map to files under the root folder. Writes go to a temporary file in the destination
 folder and are renamed into place once complete and synced (see :meth:`put_stream`).
-Temporary files and metadata side files start with ``.``, which keys may not, so they can
-neither collide with an object nor be listed as one.
+Temporary files (``.tmp-<uuid>-<name>``) and metadata side files (``.meta-<name>.json``)
+start with ``.``, which keys may not, so they can neither collide with an object nor be
+listed as one.
+
+Leftovers of killed writes. A write holds an exclusive ``flock`` on each of its temporary
+files from just after creating it until the file is renamed into place or removed; the
+kernel drops the lock when the process exits, however it exits. So a temporary file that
+can be locked belongs to a dead write, and :meth:`LocalStorage.remove_incomplete` removes
+only those (and none younger than :data:`TEMP_GRACE_SECONDS`, which covers the instant
+between creating a file and locking it). A metadata side file whose object does not exist
+is an orphan (a write killed between publishing the two, or a delete killed between
+removing them) unless a live write of that object is in progress. ``flock`` works on local
+file systems; on NFS Linux maps it to a lock the server keeps for the client.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import io
 import json
 import os
+import re
 import shutil
+import stat
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -33,6 +48,19 @@ from daai_backup.storage.base import (
 
 _TMP_PREFIX = ".tmp-"
 _META_PREFIX = ".meta-"
+_TMP_NAME = re.compile(r"^\.tmp-[0-9a-f]{32}-(.+)$")
+_META_NAME = re.compile(r"^\.meta-(.+)\.json$")
+
+#: A temporary file younger than this is never removed, even unlocked: a write creates its
+#: temporary file and locks it in two steps.
+TEMP_GRACE_SECONDS = 10.0
+
+
+def _owner(name: str) -> str:
+    """The object name a file in a folder is for: itself, or what a reserved file serves."""
+    while match := _TMP_NAME.match(name) or _META_NAME.match(name):
+        name = match.group(1)
+    return name
 
 
 def _translate(exc: OSError, what: str) -> StorageError:
@@ -105,27 +133,34 @@ class LocalStorage(Storage):
             metadata=MappingProxyType(dict(metadata)),
         )
 
-    def _write_temp(self, final: Path, source: BinaryIO) -> Path:
-        """Write ``source`` to a temporary file next to ``final``, synced; return its path."""
+    def _write_temp(self, final: Path, source: BinaryIO, locks: contextlib.ExitStack) -> Path:
+        """Write ``source`` to a temporary file next to ``final``, synced; return its path.
+
+        The file stays open and locked until ``locks`` closes, so a sweep can tell this live
+        write from a killed one (see the module docstring).
+        """
         # A temporary name in the *same* folder: rename is atomic only within one file
         # system, and the leading '.' keeps list() from reporting it.
         tmp = final.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{final.name}")
         try:
             # 'x' mode: never reuse or follow an existing file at the temporary name.
-            with open(tmp, "xb") as out:
-                # Copy in bounded chunks so memory stays flat for any size.
-                while True:
-                    try:
-                        chunk = source.read(CHUNK_SIZE)
-                    except Exception as exc:
-                        raise _SourceFailed(exc) from exc
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                # Push Python's buffer to the kernel, then the kernel's to the disk, so the
-                # rename that publishes the file can never expose data still in flight.
-                out.flush()
-                os.fsync(out.fileno())
+            # Closed by the caller's ``locks``, after the rename: the lock must outlive it.
+            out = locks.enter_context(open(tmp, "xb"))  # noqa: SIM115
+            # Held until the write is over; the kernel releases it if this process dies.
+            fcntl.flock(out.fileno(), fcntl.LOCK_EX)
+            # Copy in bounded chunks so memory stays flat for any size.
+            while True:
+                try:
+                    chunk = source.read(CHUNK_SIZE)
+                except Exception as exc:
+                    raise _SourceFailed(exc) from exc
+                if not chunk:
+                    break
+                out.write(chunk)
+            # Push Python's buffer to the kernel, then the kernel's to the disk, so the
+            # rename that publishes the file can never expose data still in flight.
+            out.flush()
+            os.fsync(out.fileno())
         except BaseException:
             # Any failure (including the source's own error) leaves nothing behind.
             with contextlib.suppress(OSError):
@@ -141,31 +176,36 @@ class LocalStorage(Storage):
         meta_path = self._meta_path(final)
         temps: list[Path] = []
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            # Both files are complete and synced before either is published.
-            data_tmp = self._write_temp(final, source)
-            temps.append(data_tmp)
-            if meta:
-                meta_tmp = self._write_temp(meta_path, io.BytesIO(json.dumps(meta).encode()))
-                temps.append(meta_tmp)
-                os.replace(meta_tmp, meta_path)
-            else:
-                meta_path.unlink(missing_ok=True)  # a stale side file of an older object
-            # Atomic replace: readers see the old object or the complete new one.
-            os.replace(data_tmp, final)
-            temps.clear()
-            # Persist the renames: folder entries live in the folder's own data.
-            _fsync_dir(final.parent)
+            # The temporaries stay locked until both are renamed or removed: a side file
+            # published before its object is then never taken for an orphan.
+            with contextlib.ExitStack() as locks:
+                try:
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    # Both files are complete and synced before either is published.
+                    data_tmp = self._write_temp(final, source, locks)
+                    temps.append(data_tmp)
+                    if meta:
+                        meta_bytes = io.BytesIO(json.dumps(meta).encode())
+                        meta_tmp = self._write_temp(meta_path, meta_bytes, locks)
+                        temps.append(meta_tmp)
+                        os.replace(meta_tmp, meta_path)
+                    else:
+                        meta_path.unlink(missing_ok=True)  # a stale side file of an older object
+                    # Atomic replace: readers see the old object or the complete new one.
+                    os.replace(data_tmp, final)
+                    temps.clear()
+                    # Persist the renames: folder entries live in the folder's own data.
+                    _fsync_dir(final.parent)
+                finally:
+                    for tmp in temps:
+                        with contextlib.suppress(OSError):
+                            tmp.unlink()
             return self._info(key, final, with_metadata=True)
         except _SourceFailed as failed:
             # The caller's own error, unchanged (its own cause kept).
             raise failed.error from failed.error.__cause__
         except OSError as exc:
             raise _translate(exc, f"cannot write {key!r} in {self.url}") from exc
-        finally:
-            for tmp in temps:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
 
     def open_read(self, key: str) -> BinaryIO:
         path = self._path(key)
@@ -185,32 +225,90 @@ class LocalStorage(Storage):
         except OSError as exc:
             raise _translate(exc, f"cannot stat {key!r} in {self.url}") from exc
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def _files(self, prefix: str) -> Iterator[tuple[str, Path]]:
+        """``(folder key, path)`` of every file (reserved ones too) where ``prefix`` leads.
+
+        Walks only the deepest folder the prefix names; callers filter by the string prefix.
+        Raises OSError for a folder it cannot read: an incomplete walk must fail (retention
+        and quota decide from it).
+        """
         validate_prefix(prefix)
-        # Walk only the deepest folder the prefix names, then filter by the string prefix.
         folder_key, _, _ = prefix.rpartition("/")
         start = self._root.joinpath(*folder_key.split("/")) if folder_key else self._root
         if not start.is_dir():
             return
+        for dirpath, dirnames, filenames in os.walk(start, onerror=_reraise):
+            # Never descend into reserved (dot) folders: no key can name one.
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rel = Path(dirpath).relative_to(self._root).as_posix()
+            for name in sorted(filenames):
+                yield ("" if rel == "." else rel + "/"), Path(dirpath) / name
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         try:
-            # os.walk skips folders it cannot read unless told otherwise; an incomplete
-            # listing must fail (retention and quota decide from it), so re-raise.
-            for dirpath, dirnames, filenames in os.walk(start, onerror=_reraise):
-                # Never descend into or report reserved (dot) names.
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                rel = Path(dirpath).relative_to(self._root).as_posix()
-                for name in sorted(filenames):
-                    if name.startswith("."):
-                        continue
-                    key = name if rel == "." else f"{rel}/{name}"
-                    if not key.startswith(prefix):
-                        continue
-                    try:
-                        yield self._info(key, Path(dirpath) / name, with_metadata=False)
-                    except FileNotFoundError:
-                        continue  # deleted while we were listing
+            for folder, path in self._files(prefix):
+                key = folder + path.name
+                if path.name.startswith(".") or not key.startswith(prefix):
+                    continue
+                try:
+                    yield self._info(key, path, with_metadata=False)
+                except FileNotFoundError:
+                    continue  # deleted while we were listing
         except OSError as exc:
             raise _translate(exc, f"cannot list {prefix!r} in {self.url}") from exc
+
+    def space_used(self, prefix: str = "") -> int:
+        total = 0
+        try:
+            for folder, path in self._files(prefix):
+                if not (folder + _owner(path.name)).startswith(prefix):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    total += path.stat().st_size
+        except OSError as exc:
+            raise _translate(exc, f"cannot measure {prefix!r} in {self.url}") from exc
+        return total
+
+    def remove_incomplete(self, prefix: str = "") -> int:
+        now = time.time()
+        freed = 0
+        try:
+            found = [
+                path
+                for folder, path in self._files(prefix)
+                if path.name.startswith(".") and (folder + _owner(path.name)).startswith(prefix)
+            ]
+            # Temporaries first: a side file is an orphan only if no live write remains.
+            for path in found:
+                if _TMP_NAME.match(path.name):
+                    freed += _remove_if_dead(path, now)
+            for path in found:
+                if _META_NAME.match(path.name) and not _TMP_NAME.match(path.name):
+                    freed += self._remove_orphan_meta(path, now)
+        except OSError as exc:
+            what = f"cannot remove leftovers under {prefix!r} in {self.url}"
+            raise _translate(exc, what) from exc
+        return freed
+
+    def _remove_orphan_meta(self, meta: Path, now: float) -> int:
+        """Remove a side file whose object does not exist and is not being written."""
+        name = _owner(meta.name)
+        obj = meta.with_name(name)
+        try:
+            st = meta.lstat()
+        except FileNotFoundError:
+            return 0
+        if obj.exists() or now - st.st_mtime < TEMP_GRACE_SECONDS:
+            return 0
+        for sibling in meta.parent.iterdir():
+            match = _TMP_NAME.match(sibling.name)
+            if match and match.group(1) == name:
+                return 0  # that write is alive: a dead one's temporary was removed above
+        # Checked again last: a write that just finished has published its object by now.
+        if obj.exists():
+            return 0
+        meta.unlink(missing_ok=True)
+        return st.st_size
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -243,6 +341,36 @@ class LocalStorage(Storage):
         usage = shutil.disk_usage(probe)
         if usage.free == 0:
             raise StorageError(f"the disk holding {self._root} is full: free space on it")
+
+
+def _remove_if_dead(tmp: Path, now: float) -> int:
+    """Remove a temporary file no live write holds (see the module docstring); its size, or 0."""
+    try:
+        st = tmp.lstat()
+    except FileNotFoundError:
+        return 0
+    if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < TEMP_GRACE_SECONDS:
+        return 0
+    try:
+        fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return 0  # renamed into place or removed by its write meanwhile
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # a live write holds it
+        # The name may have been reused since it was opened; remove only the file locked.
+        try:
+            if not os.path.samestat(os.fstat(fd), tmp.lstat()):
+                return 0
+        except FileNotFoundError:
+            return 0
+        size = os.fstat(fd).st_size
+        tmp.unlink(missing_ok=True)
+        return size
+    finally:
+        os.close(fd)
 
 
 def _reraise(exc: OSError) -> None:

@@ -121,6 +121,14 @@ class MemoryStorage(Storage):
             if full.startswith(root) and full[len(root) :].startswith(prefix):
                 yield self._info(full[len(root) :], blob, with_metadata=False)
 
+    def space_used(self, prefix: str = "") -> int:
+        # Writes publish in one step, so there is never anything but complete objects.
+        return sum(info.size for info in self.list(prefix))
+
+    def remove_incomplete(self, prefix: str = "") -> int:
+        validate_prefix(prefix)
+        return 0  # an unfinished write leaves nothing here
+
     def delete(self, key: str) -> None:
         full = self._full(key)
         with self._lock:

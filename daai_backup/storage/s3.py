@@ -5,6 +5,12 @@ Writes use boto3's managed transfer: objects above 8 MiB go up as a multipart up
 only when the upload completes. On failure the multipart upload is aborted (s3transfer does
 it, and :meth:`S3Storage.put_stream` checks that none is left), so no billable part lingers.
 
+A write killed outright (``kill -9``) cannot abort its upload, and S3 keeps its parts (and
+bills them) until someone does: :meth:`S3Storage.space_used` counts them and
+:meth:`S3Storage.remove_incomplete` aborts every multipart upload under a prefix. S3 cannot
+tell a live upload from a dead one; the contract makes that the caller's concern (it holds
+the right to write there).
+
 Retries: botocore retries each single request ("standard" mode: throttling, 5xx, connection
 errors, with backoff). Once those are spent, the error reaches the caller as
 :class:`TransientStorageError`; permanent ones (access denied, no such bucket) as
@@ -301,7 +307,7 @@ class S3Storage(Storage):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_prefix(prefix)
-        root = f"{self._prefix}/" if self._prefix else ""
+        root = self._root()
         try:
             pages = self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self._bucket, Prefix=root + prefix
@@ -321,6 +327,61 @@ class S3Storage(Storage):
                     )
         except (BotoCoreError, ClientError) as exc:
             raise _translate(exc, f"cannot list {prefix!r} in {self.url}", self._bucket) from exc
+
+    def _root(self) -> str:
+        return f"{self._prefix}/" if self._prefix else ""
+
+    def _incomplete_uploads(self, prefix: str) -> Iterator[tuple[str, str, int]]:
+        """``(S3 key, upload id, bytes of its parts)`` of every multipart upload under prefix."""
+        pages = self._client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self._bucket, Prefix=self._root() + prefix
+        )
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                key, upload_id = upload["Key"], upload["UploadId"]
+                size = 0
+                try:
+                    parts = self._client.get_paginator("list_parts").paginate(
+                        Bucket=self._bucket, Key=key, UploadId=upload_id
+                    )
+                    size = sum(int(p["Size"]) for pg in parts for p in pg.get("Parts", []))
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                        raise
+                    continue  # completed or aborted since the listing
+                yield key, upload_id, size
+
+    def space_used(self, prefix: str = "") -> int:
+        validate_prefix(prefix)
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket, Prefix=self._root() + prefix
+            )
+            # Every object, also keys list() skips: they take space all the same.
+            total = sum(int(o["Size"]) for page in pages for o in page.get("Contents", []))
+            return total + sum(size for _, _, size in self._incomplete_uploads(prefix))
+        except (BotoCoreError, ClientError) as exc:
+            what = f"cannot measure {prefix!r} in {self.url}"
+            raise _translate(exc, what, self._bucket) from exc
+
+    def remove_incomplete(self, prefix: str = "") -> int:
+        validate_prefix(prefix)
+        freed = 0
+        try:
+            for key, upload_id, size in list(self._incomplete_uploads(prefix)):
+                try:
+                    self._client.abort_multipart_upload(
+                        Bucket=self._bucket, Key=key, UploadId=upload_id
+                    )
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                        raise
+                    continue  # finished meanwhile
+                freed += size
+        except (BotoCoreError, ClientError) as exc:
+            what = f"cannot abort unfinished uploads under {prefix!r} in {self.url}"
+            raise _translate(exc, what, self._bucket) from exc
+        return freed
 
     def delete(self, key: str) -> None:
         try:

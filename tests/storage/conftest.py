@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +37,43 @@ class Backend:
     put_outside: Callable[[str], None]
     # Incomplete multipart uploads (S3 only; empty elsewhere).
     pending_uploads: Callable[[], list[str]]
+    # Leave what a write of ``key`` killed part way leaves (``size`` bytes of it, as a dead
+    # process would: unlocked, older than any grace period); returns the bytes left (0 for
+    # the in-memory backend, where a killed write leaves nothing).
+    abandon: Callable[[str, int], int]
+
+
+def abandon_write(storage: Storage, key: str, size: int) -> int:
+    """Leave what a write of ``key`` killed part way leaves; return the bytes left.
+
+    Local: a temporary file of ``size`` bytes, unlocked (its process is dead) and older than
+    any grace period. S3: a started multipart upload with one part of ``size`` bytes. Memory:
+    nothing (a killed write leaves nothing there), 0.
+    """
+    if isinstance(storage, LocalStorage):
+        final = storage.root / key
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".tmp-{uuid.uuid4().hex}-{final.name}")
+        tmp.write_bytes(b"t" * size)
+        old = time.time() - 3600
+        os.utime(tmp, (old, old))
+        return size
+    if isinstance(storage, S3Storage):
+        full = storage.full_key(key)
+        upload = storage.client.create_multipart_upload(Bucket=storage.bucket, Key=full)
+        storage.client.upload_part(
+            Bucket=storage.bucket,
+            Key=full,
+            UploadId=upload["UploadId"],
+            PartNumber=1,
+            Body=b"t" * size,
+        )
+        return size
+    return 0
+
+
+def _abandoner(storage: Storage) -> Callable[[str, int], int]:
+    return lambda key, size: abandon_write(storage, key, size)
 
 
 def _local(tmp_path: Path) -> Backend:
@@ -59,7 +97,8 @@ def _local(tmp_path: Path) -> Backend:
         (tmp_path / "rootx").mkdir(exist_ok=True)
         (tmp_path / "rootx" / name).write_bytes(b"outside")
 
-    return Backend("local", LocalStorage(root), leftovers, seed, put_outside, list)
+    storage = LocalStorage(root)
+    return Backend("local", storage, leftovers, seed, put_outside, list, _abandoner(storage))
 
 
 def _memory() -> Backend:
@@ -77,7 +116,7 @@ def _memory() -> Backend:
         MemoryStorage(name).put_stream(key, io.BytesIO(b"outside"))
         MemoryStorage(name, "rootx").put_stream(key, io.BytesIO(b"outside"))
 
-    return Backend("memory", storage, leftovers, seed, put_outside, list)
+    return Backend("memory", storage, leftovers, seed, put_outside, list, _abandoner(storage))
 
 
 def _s3(endpoint: str, bucket: str, client: Any) -> Backend:
@@ -105,7 +144,7 @@ def _s3(endpoint: str, bucket: str, client: Any) -> Backend:
         client.put_object(Bucket=bucket, Key=key, Body=b"outside")
         client.put_object(Bucket=bucket, Key=f"rootx/{key}", Body=b"outside")
 
-    return Backend("s3", storage, leftovers, seed, put_outside, uploads)
+    return Backend("s3", storage, leftovers, seed, put_outside, uploads, _abandoner(storage))
 
 
 @pytest.fixture(scope="session")
@@ -140,3 +179,21 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 @pytest.fixture
 def storage(backend: Backend) -> Storage:
     return backend.storage
+
+
+@pytest.fixture(params=BACKENDS)
+def default_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A shared storage URL (one folder, one in-memory store or one bucket) for tenants."""
+    if request.param == "local":
+        yield (tmp_path / "shared").as_uri()
+    elif request.param == "memory":
+        name = f"bf-{uuid.uuid4().hex[:8]}"
+        yield f"memory://{name}"
+        clear_memory_store(name)
+    else:
+        yield f"s3://{request.getfixturevalue('s3_bucket')}/tenants"
+
+
+@pytest.fixture
+def endpoint(request: pytest.FixtureRequest, default_url: str) -> str | None:
+    return request.getfixturevalue("s3_endpoint") if default_url.startswith("s3") else None

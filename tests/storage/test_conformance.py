@@ -219,5 +219,61 @@ def test_bad_metadata_is_refused(storage: Storage) -> None:
     assert list(storage.list("")) == []
 
 
+def test_space_used_counts_complete_objects_under_the_prefix(storage: Storage) -> None:
+    put_bytes(storage, "a/one", b"12345")
+    put_bytes(storage, "a/two/deep", b"123")
+    put_bytes(storage, "ab", b"1234567")
+    assert storage.space_used("a/") == 8 == total_size(storage, "a/")
+    assert storage.space_used("a") == 15
+    assert storage.space_used("") == 15
+    assert storage.space_used("nothing/") == 0
+    with pytest.raises(InvalidName):
+        storage.space_used("../x")
+
+
+def test_space_used_counts_metadata_a_backend_keeps_beside_the_object(storage: Storage) -> None:
+    put_bytes(storage, "m/obj", b"12345", {"note": "n"})
+    # Local keeps metadata in a side file, which takes space; S3 and memory keep it in the
+    # object itself. Either way, at least the object's bytes count, and nothing else does.
+    assert storage.space_used("m/") >= 5
+    assert storage.space_used("other/") == 0
+
+
+def test_remove_incomplete_on_a_clean_store_changes_nothing(backend: Backend) -> None:
+    storage = backend.storage
+    put_bytes(storage, "c/one", b"1", {"k": "v"})
+    put_bytes(storage, "c/two", b"22")
+    used = storage.space_used("")
+    before = backend.raw_leftovers()
+    assert storage.remove_incomplete("") == 0
+    assert storage.remove_incomplete("c/") == 0
+    assert backend.raw_leftovers() == before
+    assert storage.space_used("") == used
+    assert dict(storage.stat("c/one").metadata) == {"k": "v"}
+
+
+def test_leftovers_of_a_killed_write_are_counted_then_removed(backend: Backend) -> None:
+    storage = backend.storage
+    put_bytes(storage, "t/db/done", b"complete")
+    used = storage.space_used("t/")
+    left = backend.abandon("t/db/killed", 6 * MiB)
+    other = backend.abandon("u/db/killed", 1000)  # outside the prefix swept below
+
+    assert [i.key for i in storage.list("")] == ["t/db/done"]  # never listed
+    assert storage.space_used("t/") == used + left  # but it takes space
+    assert storage.space_used("t/db/kil") == left  # counted under the key it was for
+    assert storage.space_used("u/") == other
+
+    assert storage.remove_incomplete("t/") == left
+    assert storage.space_used("t/") == used
+    assert read_bytes(storage, "t/db/done") == b"complete"
+    assert storage.space_used("u/") == other  # another prefix is left alone
+    assert storage.remove_incomplete("t/") == 0  # idempotent
+
+    assert storage.remove_incomplete("") == other
+    assert backend.pending_uploads() == []
+    assert backend.raw_leftovers() in (["t/db/done"], ["root/t/db/done"])
+
+
 def test_ping_succeeds(storage: Storage) -> None:
     storage.ping()

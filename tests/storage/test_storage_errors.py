@@ -20,6 +20,7 @@ from daai_backup.storage import (
     LocalStorage,
     MemoryStorage,
     S3Storage,
+    canonical_location,
     clear_memory_store,
     put_bytes,
     read_bytes,
@@ -55,11 +56,64 @@ def test_storage_from_url_schemes(tmp_path: Path, s3_endpoint: str) -> None:
         "memory://",
         "ftp://host/x",
         "/just/a/path",
+        "file:///a/%2e%2e/b",
+        "file:///a/b?x",
+        "file:///a/b#x",
+        "file:///a/b?",
+        "file:///a/%00b",
+        "s3://bucket/a//b",
+        "s3://bucket/a/./b",
+        "s3://bucket/p?versionId=1",
+        "memory://name/a//b",
     ],
 )
 def test_bad_storage_urls_are_config_errors(url: str) -> None:
     with pytest.raises(ConfigError):
         storage_from_url(url)
+    with pytest.raises(ConfigError):
+        canonical_location(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "canonical"),
+    [
+        ("file:///srv/b/acme", "file:///srv/b/acme"),
+        ("file:///srv/b/acme/", "file:///srv/b/acme"),
+        ("file:///srv//b///acme//", "file:///srv/b/acme"),
+        ("file:///srv/./b/acme/.", "file:///srv/b/acme"),
+        ("file:///srv/b%2Facme", "file:///srv/b/acme"),
+        ("file:///srv/b/%2e/acme", "file:///srv/b/acme"),
+        ("file:///srv/%62/acme", "file:///srv/b/acme"),
+        ("file://localhost/srv/b/acme", "file:///srv/b/acme"),
+        ("FILE:///srv/b/acme", "file:///srv/b/acme"),
+        ("file:///srv/b/a%20c", "file:///srv/b/a c"),
+        ("file:///", "file:///"),
+        ("file:///%2F/", "file:///"),
+        ("s3://bkt/p/acme/", "s3://bkt/p/acme"),
+        ("s3://bkt/p%2Facme", "s3://bkt/p/acme"),
+        ("s3://bkt//p/acme", "s3://bkt/p/acme"),
+        ("s3://bkt", "s3://bkt"),
+        ("s3://bkt/", "s3://bkt"),
+        ("memory://store/p/", "memory://store/p"),
+        ("memory://store", "memory://store"),
+    ],
+)
+def test_canonical_location_has_one_spelling_per_place(url: str, canonical: str) -> None:
+    assert canonical_location(url) == canonical
+
+
+def test_canonical_location_resolves_symlinks_and_the_backend_uses_it(tmp_path: Path) -> None:
+    real = tmp_path / "real" / "ten-b"
+    real.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    via_link = (tmp_path / "link" / "ten-b").as_uri()
+    assert canonical_location(via_link) == canonical_location(real.as_uri())
+    assert canonical_location(via_link + "/not-yet/there") == f"file://{real}/not-yet/there"
+    local = storage_from_url(f"{tmp_path.as_uri()}/link//./ten-b/")
+    assert isinstance(local, LocalStorage)
+    assert local.root == real  # the folder used is the folder checked
+    put_bytes(local, "k", b"v")
+    assert (real / "k").read_bytes() == b"v"
 
 
 def test_memory_stores_are_shared_by_name() -> None:
