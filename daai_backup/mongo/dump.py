@@ -25,7 +25,8 @@ from pymongo.errors import OperationFailure, PyMongoError
 from daai_backup.errors import DatabaseError
 from daai_backup.mongo.archive_format import ArchiveHeader, ArchiveWriter, CollectionMetadata
 from daai_backup.mongo.crc64 import Crc64
-from daai_backup.mongo.journal import RESERVED_PREFIX, pending_swap
+from daai_backup.mongo.journal import pending_swap
+from daai_backup.mongo.namespaces import check_collection_name, is_backed_up
 from daai_backup.mongo.translate import SNAPSHOT_TOO_OLD, translated
 
 _LENGTH = struct.Struct("<i")
@@ -97,13 +98,13 @@ def _kind(info: Mapping[str, Any]) -> Literal["collection", "view", "timeseries"
 
 
 def list_metadata(db: Database[Any]) -> list[CollectionMetadata]:
-    """The catalog of ``db`` as archive metadata, in name order, without system namespaces."""
+    """The catalog of ``db`` as archive metadata, in name order, only what is backed up."""
     out: list[CollectionMetadata] = []
     with translated(f"listing the collections of {db.name!r}"):
         infos = sorted(db.list_collections(), key=lambda i: str(i["name"]))
         for info in infos:
             name = str(info["name"])
-            if name.startswith(("system.", RESERVED_PREFIX)):
+            if not is_backed_up(name):
                 continue
             kind = _kind(info)
             indexes = [] if kind == "view" else list(db.get_collection(name).list_indexes())
@@ -150,8 +151,9 @@ def dump_database(
     """Write the uncompressed mongodump archive of every collection and view of ``database``.
 
     Raises ``TransientDatabaseError`` when the server cannot be reached, ``SnapshotTooOld``
-    when the snapshot outlived the server's history window, ``DatabaseError`` otherwise
-    (also when a restore of ``database`` was interrupted mid-swap: its state is torn).
+    when the snapshot outlived the server's history window, ``DatabaseError`` otherwise:
+    also, before writing anything, for a collection name a restore would refuse, and when a
+    restore of ``database`` was interrupted mid-swap (its state is torn).
     """
     started = datetime.now(UTC)
     version = server_version(client)
@@ -164,6 +166,8 @@ def dump_database(
             "in; run the same restore again to finish it, then back up"
         )
     metas = list_metadata(db)
+    for meta in metas:
+        check_collection_name(database, meta.collection, timeseries=meta.type == "timeseries")
     session = _start_snapshot(client)
     snapshot_fixed = False
     consistency: Literal["snapshot", "best-effort"] = "snapshot" if session else "best-effort"

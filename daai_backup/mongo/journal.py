@@ -10,8 +10,8 @@ from typing import Any
 
 from pymongo.database import Database
 
-#: Prefix of the restore's staging collections and journal; never backed up.
-RESERVED_PREFIX = "__daai_restore."
+from daai_backup.mongo.namespaces import RESERVED_PREFIX
+
 #: The collection holding the restore's one journal document.
 JOURNAL = f"{RESERVED_PREFIX}journal"
 JOURNAL_ID = "restore"

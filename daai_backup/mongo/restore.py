@@ -7,8 +7,10 @@ are dropped and views are recreated.
 
 Names (recorded in ``docs/decisions.md``):
 
-- staging collections: ``__daai_restore.<run id>.<name>`` (run id: 8 hex digits),
-- the journal: the collection ``__daai_restore.journal`` holding one document.
+- staging collections: ``__daai_restore.<run id>.c<n>`` (run id: 8 hex digits, ``n``
+  counting the run's collections), whatever the collection's own name (``namespaces.py``),
+- the journal: the collection ``__daai_restore.journal`` holding one document, whose swap
+  plan maps each staging name to its target.
 
 Crash safety: the journal says ``loading`` while staging and ``swapping`` once the swap plan
 is fixed. A later run that finds ``swapping`` first finishes that swap (every step is
@@ -18,9 +20,10 @@ archive it was given from the start.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -39,14 +42,18 @@ from daai_backup.mongo.archive_format import (
     CollectionMetadata,
     DocumentBatch,
 )
-from daai_backup.mongo.journal import JOURNAL, JOURNAL_ID, RESERVED_PREFIX, pending_swap
+from daai_backup.mongo.journal import JOURNAL, JOURNAL_ID, pending_swap
+from daai_backup.mongo.namespaces import (
+    RESERVED_PREFIX,
+    check_collection_name,
+    is_backed_up,
+    staging_name,
+)
 from daai_backup.mongo.translate import translated
 
 _RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
 _COPY_BATCH_BYTES = 8 * 1024 * 1024
 _COPY_BATCH_DOCS = 1000
-#: MongoDB's limit on ``<db>.<collection>`` in bytes.
-MAX_NAMESPACE_BYTES = 255
 
 
 class _SimulatedCrash(BaseException):
@@ -106,6 +113,14 @@ class _Plan:
     run: str
     by_data_ns: dict[str, _Staged] = field(default_factory=dict)
     views: list[CollectionMetadata] = field(default_factory=list)
+    numbers: Iterator[int] = field(default_factory=itertools.count)
+
+    def stage(self, database: str, meta: CollectionMetadata) -> _Staged:
+        """Check the name and give the collection the run's next staging name."""
+        check_collection_name(database, meta.collection, timeseries=meta.type == "timeseries")
+        staged = _Staged(meta, staging_name(self.run, next(self.numbers)))
+        self.by_data_ns[meta.data_collection] = staged
+        return staged
 
 
 def _json(value: Any) -> str:
@@ -117,19 +132,6 @@ def _json(value: Any) -> str:
 def _check(fail_at: str | None, step: str) -> None:
     if fail_at == step:
         raise _SimulatedCrash(step)
-
-
-def validate_name(database: str, name: str, staging: str) -> None:
-    """Refuse names that would escape the staging scheme or exceed MongoDB's limits."""
-    if not name or "\x00" in name or name.startswith("."):
-        raise DatabaseError(f"archive holds an invalid collection name {name!r}")
-    if name.startswith(("system.", RESERVED_PREFIX)):
-        raise DatabaseError(f"archive holds a reserved collection name {name!r}; refusing it")
-    if len(f"{database}.{staging}".encode()) > MAX_NAMESPACE_BYTES:
-        raise DatabaseError(
-            f"collection name {name!r} is too long to stage in {database!r} "
-            f"(limit {MAX_NAMESPACE_BYTES} bytes for the namespace)"
-        )
 
 
 def _live_collections(db: Database[Any]) -> dict[str, str]:
@@ -346,12 +348,11 @@ def _restore(
             "restore one database at a time"
         )
     for meta in reader.collections:
-        staging = f"{RESERVED_PREFIX}{plan.run}.{meta.collection}"
-        validate_name(database, meta.collection, staging)
         if meta.type == "view":
+            check_collection_name(database, meta.collection)
             plan.views.append(meta)
         else:
-            plan.by_data_ns[meta.data_collection] = _Staged(meta, staging)
+            plan.stage(database, meta)
 
     t0 = time.monotonic()
     total_docs = total_bytes = 0
@@ -370,10 +371,9 @@ def _restore(
             if isinstance(event, DocumentBatch):
                 found = plan.by_data_ns.get(event.collection)
                 if found is None:  # data without metadata: a plain collection, as mongorestore
-                    meta = CollectionMetadata(db=event.db, collection=event.collection)
-                    staging = f"{RESERVED_PREFIX}{plan.run}.{meta.collection}"
-                    validate_name(database, meta.collection, staging)
-                    staged = plan.by_data_ns[event.collection] = _Staged(meta, staging)
+                    staged = plan.stage(
+                        database, CollectionMetadata(db=event.db, collection=event.collection)
+                    )
                     _create_staging(db, staged)
                 else:
                     staged = found
@@ -429,7 +429,7 @@ def _restore(
         extras = sorted(
             name
             for name in _live_collections(db)
-            if name not in snapshot_names and not name.startswith(("system.", RESERVED_PREFIX))
+            if name not in snapshot_names and is_backed_up(name)
         )
         journal = {
             "state": "swapping",
