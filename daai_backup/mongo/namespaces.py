@@ -10,6 +10,8 @@ from daai_backup.errors import DatabaseError
 
 #: Prefix of the restore's staging collections and journal; never backed up.
 RESERVED_PREFIX = "__daai_restore."
+#: The one ``system.*`` collection that is user data (stored JavaScript), as mongodump keeps it.
+SYSTEM_JS = "system.js"
 #: MongoDB's limit on ``<db>.<collection>`` in bytes.
 MAX_NAMESPACE_BYTES = 255
 _BUCKETS = "system.buckets."
@@ -23,9 +25,12 @@ def shown(name: str, limit: int = 60) -> str:
 def is_backed_up(name: str) -> bool:
     """Whether a listed collection belongs to a backup (and to the exact state a restore sets).
 
-    Everything but the restore's own ``__daai_restore.*`` and the server's ``system.*``.
+    Everything but the restore's own ``__daai_restore.*`` and the server's ``system.*``
+    namespaces, except ``system.js``.
     """
-    return not name.startswith(("system.", RESERVED_PREFIX))
+    if name.startswith(RESERVED_PREFIX):
+        return False
+    return name == SYSTEM_JS or not name.startswith("system.")
 
 
 def check_collection_name(database: str, name: str, *, timeseries: bool = False) -> None:
@@ -33,8 +38,8 @@ def check_collection_name(database: str, name: str, *, timeseries: bool = False)
 
     Refused: what MongoDB itself refuses (empty, NUL, ``$``, a leading ``.``, a namespace over
     255 bytes, for time-series counting the ``system.buckets.`` data namespace), the reserved
-    ``__daai_restore.`` prefix and ``system.*``. Any other name can be staged: staging names
-    do not depend on it.
+    ``__daai_restore.`` prefix and ``system.*`` other than ``system.js``. Any other name can
+    be staged: staging names do not depend on it.
     """
     if not name or "\x00" in name or "$" in name or name.startswith("."):
         raise DatabaseError(
@@ -43,8 +48,8 @@ def check_collection_name(database: str, name: str, *, timeseries: bool = False)
         )
     if not is_backed_up(name):
         raise DatabaseError(
-            f"reserved collection name {shown(name)} in database {database!r}: system.* and "
-            f"{RESERVED_PREFIX}* are not user data; refusing it"
+            f"reserved collection name {shown(name)} in database {database!r}: system.* (other "
+            f"than {SYSTEM_JS}) and {RESERVED_PREFIX}* are not user data; refusing it"
         )
     data = f"{_BUCKETS}{name}" if timeseries else name
     size = len(f"{database}.{data}".encode())

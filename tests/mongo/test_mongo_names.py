@@ -1,4 +1,7 @@
-"""Collection names: every name MongoDB accepts is backed up and restored; others are refused."""
+"""Collection names: every name MongoDB accepts is backed up and restored; others are refused.
+
+Also ``system.js`` (stored JavaScript), the one ``system.*`` collection that is user data.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Any
 
 import pytest
 from archive_builder import ArchiveBuilder, metadata_string
+from bson import Code
 from mongo_state import db_state, dump_bytes
 from pymongo import MongoClient
 
@@ -89,7 +93,7 @@ def test_the_shared_name_check_refuses(name: str, refused: str) -> None:
     assert len(str(info.value)) < 300
 
 
-@pytest.mark.parametrize("name", ["a..b", "x.", "é", "n" * 248, "system_js"])
+@pytest.mark.parametrize("name", ["system.js", "a..b", "x.", "é", "n" * 248, "system_js"])
 def test_the_shared_name_check_accepts(name: str) -> None:
     check_collection_name("tenant", name)
 
@@ -103,6 +107,7 @@ def test_time_series_names_leave_room_for_their_buckets() -> None:
 
 def test_what_a_backup_holds() -> None:
     assert is_backed_up("users")
+    assert is_backed_up("system.js")
     assert not is_backed_up("system.views")
     assert not is_backed_up("system.buckets.metrics")
     assert not is_backed_up("__daai_restore.journal")
@@ -120,3 +125,45 @@ def test_a_restore_refuses_reserved_names_in_an_archive(
     with pytest.raises(DatabaseError, match="reserved"):
         restore_database(mongo_client, mongo_db_name, io.BytesIO(b.build()))
     assert db_state(mongo_client, mongo_db_name) == live
+
+
+def _stored_functions(client: MongoClient[Any], name: str) -> None:
+    js = client[name]["system.js"]
+    js.insert_one({"_id": "add", "value": Code("function (a, b) { return a + b; }")})
+    js.insert_one({"_id": "half", "value": Code("function (x) { return x / 2; }")})
+
+
+def test_system_js_round_trips(mongo_client: MongoClient[Any], mongo_db_name: str) -> None:
+    db = mongo_client[mongo_db_name]
+    _stored_functions(mongo_client, mongo_db_name)
+    db.users.insert_many([{"_id": i} for i in range(3)])
+    db.create_collection("system.profile")  # a server namespace: never backed up
+    archive = dump_bytes(mongo_client, mongo_db_name)
+    snapshot = db_state(mongo_client, mongo_db_name)
+    assert _names_in(archive) == ["system.js", "users"]  # as mongodump writes it
+
+    db["system.js"].delete_one({"_id": "half"})
+    db["system.js"].insert_one({"_id": "later", "value": Code("function () {}")})
+    db.users.drop()
+    restore_database(mongo_client, mongo_db_name, io.BytesIO(archive))
+    assert db_state(mongo_client, mongo_db_name) == snapshot
+
+    db["system.js"].drop()  # into a database without system.js at all
+    restore_database(mongo_client, mongo_db_name, io.BytesIO(archive))
+    assert db_state(mongo_client, mongo_db_name) == snapshot
+
+
+def test_a_snapshot_without_system_js_drops_the_live_one(
+    mongo_client: MongoClient[Any], mongo_db_name: str
+) -> None:
+    db = mongo_client[mongo_db_name]
+    db.users.insert_many([{"_id": i} for i in range(3)])
+    db.create_collection("system.profile")
+    archive = dump_bytes(mongo_client, mongo_db_name)
+    snapshot = db_state(mongo_client, mongo_db_name)
+    assert "system.js" not in snapshot
+
+    _stored_functions(mongo_client, mongo_db_name)
+    result = restore_database(mongo_client, mongo_db_name, io.BytesIO(archive))
+    assert result.dropped == ["system.js"]
+    assert db_state(mongo_client, mongo_db_name) == snapshot  # system.profile left alone

@@ -93,8 +93,8 @@ def test_reserved_collection_name_is_refused(
     mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
 ) -> None:
     name, _, _, live = scenario
-    b = ArchiveBuilder(name).metadata("system.js", metadata_string("system.js")).term()
-    b.segment("system.js", []).eof("system.js")
+    b = ArchiveBuilder(name).metadata("system.views", metadata_string("system.views")).term()
+    b.segment("system.views", []).eof("system.views")
     with pytest.raises(DatabaseError, match="reserved"):
         restore_database(mongo_client, name, io.BytesIO(b.build()))
     assert db_state(mongo_client, name) == live
