@@ -34,6 +34,7 @@ else is bad input or a permanent condition and fails at once.
     └── DatabaseError
         ├── TransientDatabaseError  (transient) server selection, connection reset
         ├── SnapshotTooOld          the read outlived the server's snapshot window
+        ├── SnapshotChanged         (transient) collections changed during the dump
         └── RestoreVerificationFailed  staged data does not match the archive
 """
 
@@ -162,6 +163,15 @@ class TransientDatabaseError(DatabaseError):
 
 class SnapshotTooOld(DatabaseError):
     """The backup read outlived the server's snapshot history window."""
+
+
+class SnapshotChanged(DatabaseError):
+    """Collections were created, dropped, renamed or altered while a backup read them.
+
+    Transient: the next attempt lists the collections afresh.
+    """
+
+    transient = True
 
 
 class RestoreVerificationFailed(DatabaseError):

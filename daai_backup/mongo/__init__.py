@@ -1,5 +1,9 @@
 """The MongoDB engine: snapshot dump to a mongodump archive, staged restore from one.
 
+Modules: ``dump`` (archive out), ``restore`` (stage, then swap; or both), ``swap`` (the
+journalled swap and finishing an interrupted one), ``journal``, ``namespaces`` (which names
+are backed up, refused, staged), ``listing`` (the catalog and its changes), ``archive_format``.
+
 No Prefect here. Streams are plain binary file-likes carrying the *uncompressed* archive;
 gzip and encryption are layered on by the caller.
 """
@@ -18,10 +22,12 @@ from daai_backup.mongo.restore import (
     RestoredCollection,
     RestoreProgress,
     RestoreResult,
-    finish_interrupted_restore,
-    interrupted_restore,
+    StagedRestore,
     restore_database,
+    stage_restore,
+    swap_staged,
 )
+from daai_backup.mongo.swap import finish_interrupted_restore, interrupted_restore
 
 __all__ = [
     "ArchiveEvent",
@@ -36,9 +42,12 @@ __all__ = [
     "RestoreProgress",
     "RestoreResult",
     "RestoredCollection",
+    "StagedRestore",
     "dump_database",
     "finish_interrupted_restore",
     "interrupted_restore",
     "read_archive",
     "restore_database",
+    "stage_restore",
+    "swap_staged",
 ]

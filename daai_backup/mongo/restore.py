@@ -1,32 +1,37 @@
-"""Staged restore: archive stream -> staging collections -> verify -> swap.
+"""Staged restore: archive stream -> staging collections -> verify -> (later) swap.
 
-Nothing live changes until the whole archive has been read, every namespace's CRC checked,
-the staged copy loaded, indexed and verified. Then each staged collection is renamed over
-the live one (same database: a metadata-only rename), live collections the snapshot lacks
-are dropped and views are recreated.
+Two calls, so the caller can act in between (the restore flow takes its pre-restore safety
+backup there, once the archive is known good and as late as possible):
 
-Names (recorded in ``docs/decisions.md``):
+- :func:`stage_restore` reads the whole archive into staging collections, builds the
+  indexes and verifies counts and CRCs. Nothing live changes. The journal ends ``staged``,
+  holding the swap plan.
+- :func:`swap_staged` computes which live collections the snapshot lacks (the live database
+  may have changed meanwhile), journals ``swapping`` and puts the staged copy in place
+  (``swap.py``).
 
-- staging collections: ``__daai_restore.<run id>.<name>`` (run id: 8 hex digits),
-- the journal: the collection ``__daai_restore.journal`` holding one document.
+:func:`restore_database` is both in one call. Names (``namespaces.py``, recorded in
+``docs/decisions.md``): staging collections ``__daai_restore.<run>.c<n>`` (run id: 8 hex
+digits, ``n`` counting the run's collections), whatever the collection's own name; the
+journal ``__daai_restore.journal`` (``journal.py``) maps each staging name to its target.
 
-Crash safety: the journal says ``loading`` while staging and ``swapping`` once the swap plan
-is fixed. A later run that finds ``swapping`` first finishes that swap (every step is
-idempotent), then removes every leftover ``__daai_restore.`` collection, then restores the
+Crash safety: a later run that finds ``swapping`` first finishes that swap (every step is
+idempotent), then removes every leftover ``__daai_restore.`` collection (a crash while
+``loading`` or ``staged`` leaves only those, the live database untouched), then restores the
 archive it was given from the start.
 """
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from bson import json_util
-from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from bson.son import SON
 from pymongo import MongoClient
@@ -39,18 +44,19 @@ from daai_backup.mongo.archive_format import (
     CollectionMetadata,
     DocumentBatch,
 )
-from daai_backup.mongo.journal import JOURNAL, JOURNAL_ID, RESERVED_PREFIX, pending_swap
+from daai_backup.mongo.journal import JOURNAL, JOURNAL_ID, read_journal
+from daai_backup.mongo.namespaces import check_collection_name, is_backed_up, staging_name
+from daai_backup.mongo.swap import (
+    _SimulatedCrash,  # noqa: F401 - the tests' crash seam, imported from here
+    apply_swap,
+    check_crash,
+    drop_leftovers,
+    finish_pending_swap,
+    live_collections,
+    rename_keeps_options,
+    swap_method,
+)
 from daai_backup.mongo.translate import translated
-
-_RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
-_COPY_BATCH_BYTES = 8 * 1024 * 1024
-_COPY_BATCH_DOCS = 1000
-#: MongoDB's limit on ``<db>.<collection>`` in bytes.
-MAX_NAMESPACE_BYTES = 255
-
-
-class _SimulatedCrash(BaseException):
-    """Raised by the ``_fail_at`` test seam: behaves like the process dying (no cleanup)."""
 
 
 @dataclass(frozen=True)
@@ -73,8 +79,29 @@ class RestoreProgress:
 
 
 @dataclass(frozen=True)
+class StagedRestore:
+    """The outcome of :func:`stage_restore`: a verified staged copy, waiting for its swap.
+
+    The plan itself (staging -> target, views, the snapshot's names) is in the journal;
+    ``run`` names it for :func:`swap_staged`.
+    """
+
+    database: str
+    run: str
+    collections: list[RestoredCollection]
+    views: list[str]
+    resumed_interrupted_swap: bool
+    total_documents: int
+    total_bytes: int
+    load_seconds: float
+    index_seconds: float
+    verify_seconds: float
+    started_at: datetime
+
+
+@dataclass(frozen=True)
 class RestoreResult:
-    """The outcome of :func:`restore_database`."""
+    """The outcome of :func:`swap_staged` and :func:`restore_database`."""
 
     database: str
     collections: list[RestoredCollection]
@@ -98,7 +125,6 @@ class _Staged:
     documents: int = 0
     bytes: int = 0
     archive_documents: int | None = None
-    created: bool = False
 
 
 @dataclass
@@ -106,6 +132,14 @@ class _Plan:
     run: str
     by_data_ns: dict[str, _Staged] = field(default_factory=dict)
     views: list[CollectionMetadata] = field(default_factory=list)
+    numbers: Iterator[int] = field(default_factory=itertools.count)
+
+    def stage(self, database: str, meta: CollectionMetadata) -> _Staged:
+        """Check the name and give the collection the run's next staging name."""
+        check_collection_name(database, meta.collection, timeseries=meta.type == "timeseries")
+        staged = _Staged(meta, staging_name(self.run, next(self.numbers)))
+        self.by_data_ns[meta.data_collection] = staged
+        return staged
 
 
 def _json(value: Any) -> str:
@@ -114,151 +148,10 @@ def _json(value: Any) -> str:
     return json_util.dumps(value, json_options=CANONICAL_JSON)
 
 
-def _check(fail_at: str | None, step: str) -> None:
-    if fail_at == step:
-        raise _SimulatedCrash(step)
-
-
-def validate_name(database: str, name: str, staging: str) -> None:
-    """Refuse names that would escape the staging scheme or exceed MongoDB's limits."""
-    if not name or "\x00" in name or name.startswith("."):
-        raise DatabaseError(f"archive holds an invalid collection name {name!r}")
-    if name.startswith(("system.", RESERVED_PREFIX)):
-        raise DatabaseError(f"archive holds a reserved collection name {name!r}; refusing it")
-    if len(f"{database}.{staging}".encode()) > MAX_NAMESPACE_BYTES:
-        raise DatabaseError(
-            f"collection name {name!r} is too long to stage in {database!r} "
-            f"(limit {MAX_NAMESPACE_BYTES} bytes for the namespace)"
-        )
-
-
-def _live_collections(db: Database[Any]) -> dict[str, str]:
-    return {str(i["name"]): str(i.get("type", "collection")) for i in db.list_collections()}
-
-
-def _drop_leftovers(db: Database[Any]) -> None:
-    """Remove staging collections (and the journal) left by an earlier run."""
-    for name in _live_collections(db):
-        if name.startswith(RESERVED_PREFIX) and name != JOURNAL:
-            db.drop_collection(name)
-    db.drop_collection(JOURNAL)
-
-
-def _rename_keeps_options(db: Database[Any], run: str) -> bool:
-    """Whether ``renameCollection`` keeps a collection's options on this server.
-
-    ``mongod`` does; SecantusDB (the test server) recreates the target without them, which
-    would silently lose validators, caps, collations and time-series settings.
-    """
-    src, dst = f"{RESERVED_PREFIX}{run}.probe-a", f"{RESERVED_PREFIX}{run}.probe-b"
-    db.command("create", src, validator={"_daai_probe": {"$exists": False}})
-    db.client.admin.command(
-        "renameCollection", f"{db.name}.{src}", to=f"{db.name}.{dst}", dropTarget=True
-    )
-    infos = list(db.list_collections(filter={"name": dst}))
-    db.drop_collection(dst)
-    return bool(infos and (infos[0].get("options") or {}).get("validator"))
-
-
-def _swap_method(meta: CollectionMetadata, keeps_options: bool) -> str:
-    """ "rename" (metadata only) where it keeps everything; "copy" otherwise.
-
-    Time-series collections are always copied: not every server version renames them, and
-    a swap must not start what it cannot finish.
-    """
-    if meta.type == "timeseries" or (meta.options and not keeps_options):
-        return "copy"
-    return "rename"
-
-
-def _copy_over(db: Database[Any], staging: str, target: str, entry: Mapping[str, Any]) -> None:
-    """Swap by copy: recreate ``target`` with its options, copy the staged data, index it."""
-    options = json_util.loads(entry["options"], json_options=CANONICAL_JSON)
-    specs = json_util.loads(entry["indexes"], json_options=CANONICAL_JSON)
-    db.drop_collection(target)
-    db.command(SON([("create", target), *options.items()]))
-    source = db.get_collection(staging, codec_options=_RAW)
-    sink = db.get_collection(target)
-    batch: list[RawBSONDocument] = []
-    size = 0
-    for doc in source.find({}, sort=[("$natural", 1)]):
-        batch.append(doc)
-        size += len(doc.raw)
-        if size >= _COPY_BATCH_BYTES or len(batch) >= _COPY_BATCH_DOCS:
-            sink.insert_many(batch, ordered=True, bypass_document_validation=True)
-            batch, size = [], 0
-    if batch:
-        sink.insert_many(batch, ordered=True, bypass_document_validation=True)
-    if specs:
-        db.command("createIndexes", target, indexes=specs)
-    db.drop_collection(staging)  # last: while it exists, a re-run repeats this copy
-
-
-def _apply_swap(db: Database[Any], journal: Mapping[str, Any], fail_at: str | None) -> None:
-    """Carry out a fixed swap plan; every step can be repeated safely."""
-    live = _live_collections(db)
-    admin = db.client.admin
-    for step, entry in enumerate(journal["renames"]):
-        staging, target = entry["staging"], entry["target"]
-        if staging not in live:
-            continue  # swapped by an earlier (interrupted) run
-        if live.get(target) == "view":
-            db.drop_collection(target)
-        if entry["method"] == "copy":
-            _copy_over(db, staging, target, entry)
-        else:
-            admin.command(
-                "renameCollection",
-                f"{db.name}.{staging}",
-                to=f"{db.name}.{target}",
-                dropTarget=True,
-            )
-        if step == 0:
-            _check(fail_at, "swap")
-    for name in journal["drop"]:
-        db.drop_collection(name)
-    for view in journal["views"]:
-        db.drop_collection(view["name"])
-        options = json_util.loads(view["options"], json_options=CANONICAL_JSON)
-        db.command(SON([("create", view["name"]), *options.items()]))
-    db.drop_collection(JOURNAL)
-
-
-def _finish_pending_swap(db: Database[Any]) -> bool:
-    """Finish a swap an interrupted restore journalled; whether there was one."""
-    journal = pending_swap(db)
-    if journal is None:
-        return False
-    _apply_swap(db, journal, None)
-    return True
-
-
-def interrupted_restore(client: MongoClient[Any], database: str) -> bool:
-    """Whether a restore of ``database`` stopped mid-swap (its live state is torn)."""
-    with translated(f"checking {database!r} for an interrupted restore"):
-        return pending_swap(client.get_database(database)) is not None
-
-
-def finish_interrupted_restore(client: MongoClient[Any], database: str) -> bool:
-    """Finish the swap of a restore of ``database`` that stopped mid-swap, exactly as the
-    next :func:`restore_database` would; whether there was one. Safe to repeat.
-
-    Leftover staging collections are dropped only when a swap was finished (the swap's own
-    ones are gone by then); with nothing pending, nothing is touched.
-    """
-    db = client.get_database(database)
-    with translated(f"finishing the interrupted restore of {database!r}"):
-        if not _finish_pending_swap(db):
-            return False
-        _drop_leftovers(db)
-    return True
-
-
 def _create_staging(db: Database[Any], staged: _Staged) -> None:
     options = dict(staged.meta.options)
     options.pop("uuid", None)
     db.command(SON([("create", staged.staging), *options.items()]))
-    staged.created = True
 
 
 def _index_specs(indexes: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -276,7 +169,19 @@ def _data_namespace(staged: _Staged) -> str:
     return staged.staging
 
 
-def restore_database(
+def _drop_unless_swapping(db: Database[Any]) -> None:
+    """After a failure: the live database is untouched unless the journal says "swapping";
+    clean the staging area so the failure leaves nothing behind (a next run would do it too).
+    """
+    try:
+        state = read_journal(db)
+        if state is None or state.get("state") != "swapping":
+            drop_leftovers(db)
+    except Exception:  # noqa: S110 - best effort; the next run removes leftovers
+        pass
+
+
+def stage_restore(
     client: MongoClient[Any],
     database: str,
     source: BinaryIO,
@@ -285,48 +190,54 @@ def restore_database(
     batch_bytes: int = 8 * 1024 * 1024,
     batch_documents: int = 1000,
     _fail_at: str | None = None,
-) -> RestoreResult:
-    """Replace ``database`` with the snapshot in the uncompressed archive ``source``.
+) -> StagedRestore:
+    """Load the snapshot in the uncompressed archive ``source`` beside the live ``database``.
+
+    First finishes a swap an earlier restore left half-done and drops every leftover of
+    earlier runs (an earlier staged restore too). Then reads the whole archive into staging
+    collections, builds the indexes and verifies; the journal ends ``staged`` with the swap
+    plan. Nothing live changes: call :func:`swap_staged` to put the copy in place. Backups
+    of ``database`` keep working meanwhile (staging is never dumped).
 
     Raises ``ArchiveCorrupt`` for a bad archive, ``RestoreVerificationFailed`` when the staged
     copy does not match, ``TransientDatabaseError`` when the server goes away and
-    ``DatabaseError`` for anything else the server refuses. In each case the live database
-    is unchanged, or (if the failure hit the swap) is finished by running the restore again.
+    ``DatabaseError`` for anything else the server refuses; the staging is then dropped.
     """
     started = datetime.now(UTC)
     db = client.get_database(database)
     with translated(f"checking {database!r} for an interrupted restore"):
-        resumed = _finish_pending_swap(db)
-        _drop_leftovers(db)
-
+        resumed = finish_pending_swap(db)
+        drop_leftovers(db)
     plan = _Plan(run=secrets.token_hex(4))
     try:
-        return _restore(
-            client,
-            db,
-            source,
-            plan,
-            progress,
-            batch_bytes,
-            batch_documents,
-            _fail_at,
-            started,
-            resumed,
+        staged = _stage(
+            db, source, plan, progress, batch_bytes, batch_documents, _fail_at, started, resumed
         )
     except Exception:
-        # The live database is untouched unless the journal says "swapping"; clean the
-        # staging area so the failure leaves nothing behind (a next run would do it too).
-        try:
-            state = db.get_collection(JOURNAL).find_one({"_id": JOURNAL_ID})
-            if state is None or state.get("state") != "swapping":
-                _drop_leftovers(db)
-        except Exception:  # noqa: S110 - best effort; the next run removes leftovers
-            pass
+        _drop_unless_swapping(db)
         raise
+    check_crash(_fail_at, "staged")
+    return staged
 
 
-def _restore(
-    client: MongoClient[Any],
+def _read_plan(reader: ArchiveReader, database: str, plan: _Plan) -> set[str]:
+    """Fill ``plan`` from the archive's prelude (names checked); the archive's one database."""
+    source_dbs = {m.db for m in reader.collections}
+    if len(source_dbs) > 1:
+        raise DatabaseError(
+            f"archive holds several databases ({', '.join(sorted(source_dbs))}); "
+            "restore one database at a time"
+        )
+    for meta in reader.collections:
+        if meta.type == "view":
+            check_collection_name(database, meta.collection)
+            plan.views.append(meta)
+        else:
+            plan.stage(database, meta)
+    return source_dbs
+
+
+def _stage(
     db: Database[Any],
     source: BinaryIO,
     plan: _Plan,
@@ -336,22 +247,10 @@ def _restore(
     fail_at: str | None,
     started: datetime,
     resumed: bool,
-) -> RestoreResult:
+) -> StagedRestore:
     database = db.name
     reader = ArchiveReader(source, batch_bytes=batch_bytes, batch_documents=batch_documents)
-    source_dbs = {m.db for m in reader.collections}
-    if len(source_dbs) > 1:
-        raise DatabaseError(
-            f"archive holds several databases ({', '.join(sorted(source_dbs))}); "
-            "restore one database at a time"
-        )
-    for meta in reader.collections:
-        staging = f"{RESERVED_PREFIX}{plan.run}.{meta.collection}"
-        validate_name(database, meta.collection, staging)
-        if meta.type == "view":
-            plan.views.append(meta)
-        else:
-            plan.by_data_ns[meta.data_collection] = _Staged(meta, staging)
+    source_dbs = _read_plan(reader, database, plan)
 
     t0 = time.monotonic()
     total_docs = total_bytes = 0
@@ -370,10 +269,9 @@ def _restore(
             if isinstance(event, DocumentBatch):
                 found = plan.by_data_ns.get(event.collection)
                 if found is None:  # data without metadata: a plain collection, as mongorestore
-                    meta = CollectionMetadata(db=event.db, collection=event.collection)
-                    staging = f"{RESERVED_PREFIX}{plan.run}.{meta.collection}"
-                    validate_name(database, meta.collection, staging)
-                    staged = plan.by_data_ns[event.collection] = _Staged(meta, staging)
+                    staged = plan.stage(
+                        database, CollectionMetadata(db=event.db, collection=event.collection)
+                    )
                     _create_staging(db, staged)
                 else:
                     staged = found
@@ -394,7 +292,7 @@ def _restore(
                 target = plan.by_data_ns.get(event.collection)
                 if target is not None:
                     target.archive_documents = event.documents
-        _check(fail_at, "load")
+        check_crash(fail_at, "load")
         load_seconds = time.monotonic() - t0
 
         t0 = time.monotonic()
@@ -406,74 +304,67 @@ def _restore(
                         RestoreProgress("indexes", staged.meta.collection, total_docs, total_bytes)
                     )
                 db.command("createIndexes", staged.staging, indexes=specs)
-        _check(fail_at, "indexes")
+        check_crash(fail_at, "indexes")
         index_seconds = time.monotonic() - t0
 
         t0 = time.monotonic()
         if progress:
             progress(RestoreProgress("verify", None, total_docs, total_bytes))
         restored = _verify(db, plan)
-        _check(fail_at, "verify")
+        check_crash(fail_at, "verify")
         verify_seconds = time.monotonic() - t0
 
-        t0 = time.monotonic()
-        if progress:
-            progress(RestoreProgress("swap", None, total_docs, total_bytes))
-        snapshot_names = {m.collection for m in reader.collections} | {
-            s.meta.collection for s in plan.by_data_ns.values()
-        }
-        # Probe only when it matters: a rename costs a fixed ~0.3 s on the test server.
-        keeps_options = not any(s.meta.options for s in plan.by_data_ns.values()) or (
-            _rename_keeps_options(db, plan.run)
+        result = StagedRestore(
+            database=database,
+            run=plan.run,
+            collections=restored,
+            views=[v.collection for v in plan.views],
+            resumed_interrupted_swap=resumed,
+            total_documents=total_docs,
+            total_bytes=total_bytes,
+            load_seconds=load_seconds,
+            index_seconds=index_seconds,
+            verify_seconds=verify_seconds,
+            started_at=started,
         )
-        extras = sorted(
-            name
-            for name in _live_collections(db)
-            if name not in snapshot_names and not name.startswith(("system.", RESERVED_PREFIX))
-        )
-        journal = {
-            "state": "swapping",
-            "renames": [
-                {
-                    "staging": s.staging,
-                    "target": s.meta.collection,
-                    "method": _swap_method(s.meta, keeps_options),
-                    # Extended JSON text: validators and pipelines hold $-prefixed keys.
-                    "options": _json(s.meta.options),
-                    "indexes": _json(_index_specs(s.meta.indexes)),
-                }
-                for s in plan.by_data_ns.values()
-            ],
-            "drop": extras,
-            "views": [
-                {
-                    "name": v.collection,
-                    # Extended JSON text: pipelines hold $-prefixed keys a document may not.
-                    "options": _json(v.options),
-                }
-                for v in plan.views
-            ],
-        }
-        db.get_collection(JOURNAL).update_one({"_id": JOURNAL_ID}, {"$set": journal})
-        _apply_swap(db, journal, fail_at)
-        swap_seconds = time.monotonic() - t0
-    if progress:
-        progress(RestoreProgress("done", None, total_docs, total_bytes))
-    return RestoreResult(
-        database=database,
-        collections=restored,
-        views=[v.collection for v in plan.views],
-        dropped=extras,
-        resumed_interrupted_swap=resumed,
-        total_documents=total_docs,
-        total_bytes=total_bytes,
-        load_seconds=load_seconds,
-        index_seconds=index_seconds,
-        verify_seconds=verify_seconds,
-        swap_seconds=swap_seconds,
-        started_at=started,
-        finished_at=datetime.now(UTC),
+        _journal_staged(db, plan, result)
+    return result
+
+
+def _journal_staged(db: Database[Any], plan: _Plan, staged: StagedRestore) -> None:
+    """Record the swap plan and the outcome so far; the journal says ``staged``."""
+    # Probe only when it matters: a rename costs a fixed ~0.3 s on the test server.
+    keeps_options = not any(s.meta.options for s in plan.by_data_ns.values()) or (
+        rename_keeps_options(db, plan.run)
     )
+    snapshot = {v.collection for v in plan.views} | {
+        s.meta.collection for s in plan.by_data_ns.values()
+    }
+    plan_doc = {
+        "state": "staged",
+        "renames": [
+            {
+                "staging": s.staging,
+                "target": s.meta.collection,
+                "method": swap_method(s.meta, keeps_options),
+                # Extended JSON text: validators and pipelines hold $-prefixed keys.
+                "options": _json(s.meta.options),
+                "indexes": _json(_index_specs(s.meta.indexes)),
+            }
+            for s in plan.by_data_ns.values()
+        ],
+        "views": [
+            {
+                "name": v.collection,
+                # Extended JSON text: pipelines hold $-prefixed keys a document may not.
+                "options": _json(v.options),
+            }
+            for v in plan.views
+        ],
+        "snapshot": sorted(snapshot),
+        "outcome": {k: v for k, v in asdict(staged).items() if k not in ("database", "run")},
+    }
+    db.get_collection(JOURNAL).update_one({"_id": JOURNAL_ID, "run": plan.run}, {"$set": plan_doc})
 
 
 def _verify(db: Database[Any], plan: _Plan) -> list[RestoredCollection]:
@@ -497,3 +388,146 @@ def _verify(db: Database[Any], plan: _Plan) -> list[RestoredCollection]:
             + "; ".join(problems[:5])
         )
     return out
+
+
+def _staged_from_journal(database: str, journal: Mapping[str, Any]) -> StagedRestore:
+    outcome = dict(journal["outcome"])
+    started = outcome["started_at"]
+    return StagedRestore(
+        **{
+            **outcome,
+            "collections": [RestoredCollection(**c) for c in outcome["collections"]],
+            "started_at": started if started.tzinfo else started.replace(tzinfo=UTC),
+        },
+        database=database,
+        run=str(journal["run"]),
+    )
+
+
+def _staged_journal(db: Database[Any], run: str) -> tuple[Mapping[str, Any], dict[str, str]]:
+    """The journal of staged run ``run`` and the live collections; refuses when that run is
+    gone or not staged, or its staged copy is incomplete."""
+    journal = read_journal(db)
+    again = "stage the restore again"
+    if journal is None or journal.get("run") != run:
+        found = f"run {journal.get('run')}" if journal else "no restore"
+        raise DatabaseError(
+            f"staged restore run {run} of database {db.name!r} is gone (the journal holds "
+            f"{found}): it was swapped in already or a later restore replaced it; {again}"
+        )
+    state = journal.get("state")
+    if state == "swapping":
+        raise DatabaseError(
+            f"restore run {run} of database {db.name!r} is already swapping collections in; "
+            "run the same restore again to finish it"
+        )
+    if state != "staged":
+        raise DatabaseError(
+            f"restore run {run} of database {db.name!r} is {state!r}, not staged; {again}"
+        )
+    live = live_collections(db)
+    missing = [r["target"] for r in journal["renames"] if r["staging"] not in live]
+    if missing:
+        raise DatabaseError(
+            f"staged restore run {run} of database {db.name!r} lost the staged copy of "
+            f"{', '.join(map(repr, missing[:5]))}; {again}"
+        )
+    return journal, live
+
+
+def swap_staged(
+    client: MongoClient[Any],
+    database: str,
+    staged: StagedRestore | str,
+    *,
+    _fail_at: str | None = None,
+) -> RestoreResult:
+    """Put the copy :func:`stage_restore` staged (given as its result or its run id) in place.
+
+    Live collections the snapshot lacks are computed now, so whatever was created since the
+    staging (e.g. while a safety backup ran) is dropped too: the result is exactly the
+    snapshot. The plan is journalled as ``swapping`` before the first change, so a failure
+    mid-swap is finished by the next restore (or ``finish_interrupted_restore``).
+
+    Refuses with ``DatabaseError``, changing nothing, when that run is no longer the staged
+    one (another restore replaced or removed it, or its staged copy is gone).
+    """
+    run = staged if isinstance(staged, str) else staged.run
+    if isinstance(staged, StagedRestore) and staged.database != database:
+        raise DatabaseError(
+            f"staged restore run {run} belongs to database {staged.database!r}, "
+            f"not {database!r}; swap it into its own database"
+        )
+    db = client.get_database(database)
+    t0 = time.monotonic()
+    with translated(f"swapping the staged restore of {database!r} in"):
+        journal, live = _staged_journal(db, run)
+        snapshot = set(journal["snapshot"])
+        extras = sorted(name for name in live if is_backed_up(name) and name not in snapshot)
+        claimed = db.get_collection(JOURNAL).update_one(
+            {"_id": JOURNAL_ID, "run": run, "state": "staged"},
+            {"$set": {"state": "swapping", "drop": extras}},
+        )
+        if claimed.matched_count != 1:  # another run took it between the read and now
+            raise DatabaseError(
+                f"staged restore run {run} of database {db.name!r} changed while its swap "
+                "started; stage the restore again"
+            )
+        apply_swap(db, {**journal, "state": "swapping", "drop": extras}, _fail_at)
+    swap_seconds = time.monotonic() - t0
+    if not isinstance(staged, StagedRestore):
+        staged = _staged_from_journal(database, journal)
+    return RestoreResult(
+        database=database,
+        collections=staged.collections,
+        views=staged.views,
+        dropped=extras,
+        resumed_interrupted_swap=staged.resumed_interrupted_swap,
+        total_documents=staged.total_documents,
+        total_bytes=staged.total_bytes,
+        load_seconds=staged.load_seconds,
+        index_seconds=staged.index_seconds,
+        verify_seconds=staged.verify_seconds,
+        swap_seconds=swap_seconds,
+        started_at=staged.started_at,
+        finished_at=datetime.now(UTC),
+    )
+
+
+def restore_database(
+    client: MongoClient[Any],
+    database: str,
+    source: BinaryIO,
+    *,
+    progress: Callable[[RestoreProgress], None] | None = None,
+    batch_bytes: int = 8 * 1024 * 1024,
+    batch_documents: int = 1000,
+    _fail_at: str | None = None,
+) -> RestoreResult:
+    """Replace ``database`` with the snapshot in the uncompressed archive ``source``:
+    :func:`stage_restore` then :func:`swap_staged`.
+
+    Raises ``ArchiveCorrupt`` for a bad archive, ``RestoreVerificationFailed`` when the staged
+    copy does not match, ``TransientDatabaseError`` when the server goes away and
+    ``DatabaseError`` for anything else the server refuses. In each case the live database
+    is unchanged, or (if the failure hit the swap) is finished by running the restore again.
+    """
+    staged = stage_restore(
+        client,
+        database,
+        source,
+        progress=progress,
+        batch_bytes=batch_bytes,
+        batch_documents=batch_documents,
+        _fail_at=_fail_at,
+    )
+    if progress:
+        progress(RestoreProgress("swap", None, staged.total_documents, staged.total_bytes))
+    try:
+        result = swap_staged(client, database, staged, _fail_at=_fail_at)
+    except Exception:
+        _drop_unless_swapping(client.get_database(database))
+        raise
+    if progress:
+        progress(RestoreProgress("done", None, staged.total_documents, staged.total_bytes))
+    return result

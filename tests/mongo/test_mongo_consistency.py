@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,19 @@ import pytest
 from archive_builder import ArchiveBuilder, metadata_string
 from mongo_state import db_state, dump_bytes
 from pymongo import MongoClient
+from pymongo.database import Database
 from pymongo.errors import AutoReconnect, OperationFailure, ServerSelectionTimeoutError
 
-from daai_backup.errors import DatabaseError, SnapshotTooOld, TransientDatabaseError
+from daai_backup.errors import (
+    ArchiveCorrupt,
+    DatabaseError,
+    SnapshotChanged,
+    SnapshotTooOld,
+    TransientDatabaseError,
+)
 from daai_backup.mongo import (
     DocumentBatch,
+    DumpProgress,
     NamespaceEnd,
     dump_database,
     read_archive,
@@ -120,3 +129,104 @@ def _metadata(archive: bytes) -> list[Any]:
     from daai_backup.mongo import ArchiveReader
 
     return list(ArchiveReader(io.BytesIO(archive)).collections)
+
+
+def _several_collections(client: MongoClient[Any], name: str) -> None:
+    """Four collections of 1,200 documents: each is read in three batches of 500."""
+    db = client[name]
+    for coll in ("a", "b", "c", "d"):
+        db[coll].insert_many([{"_id": i, "coll": coll} for i in range(1200)])
+    db.create_collection("a_view", viewOn="a", pipeline=[])
+
+
+def _dump_changing(
+    client: MongoClient[Any], name: str, change: Callable[[Database[Any]], None]
+) -> tuple[BaseException | None, bytes]:
+    """Dump ``name``, calling ``change`` once, after the first batch written."""
+    sink = io.BytesIO()
+    calls: list[DumpProgress] = []
+
+    def progress(p: DumpProgress) -> None:
+        calls.append(p)
+        if len(calls) == 1:
+            change(client[name])
+
+    try:
+        dump_database(client, name, sink, progress=progress)
+    except BaseException as exc:
+        return exc, sink.getvalue()
+    return None, sink.getvalue()
+
+
+def test_collections_changed_during_the_dump(
+    mongo_client: MongoClient[Any], mongo_db_name: str
+) -> None:
+    _several_collections(mongo_client, mongo_db_name)
+
+    def change(db: Database[Any]) -> None:
+        db.drop_collection("b")
+        db.c.rename("c_renamed")
+        db.create_collection("new")
+
+    error, partial = _dump_changing(mongo_client, mongo_db_name, change)
+    assert isinstance(error, SnapshotChanged)
+    assert error.transient  # the task layer retries it
+    message = str(error)
+    assert "\n" not in message
+    assert f"collections of database {mongo_db_name!r} changed" in message
+    assert "new: 'c_renamed', 'new'" in message
+    assert "gone: 'b', 'c'" in message
+    assert "retried" in message
+    with pytest.raises(ArchiveCorrupt, match="truncated"):  # never a complete-looking archive
+        list(read_archive(io.BytesIO(partial)))
+    # the retry sees the new catalog and succeeds
+    names = [c.name for c in dump_database(mongo_client, mongo_db_name, io.BytesIO()).collections]
+    assert names == ["a", "a_view", "c_renamed", "d", "new"]
+
+
+def _recreate_view(db: Database[Any]) -> None:
+    db.drop_collection("a_view")
+    db.create_collection("a_view", viewOn="b", pipeline=[])
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (lambda db: db.d.create_index("coll"), "changed: 'd'"),
+        (lambda db: db.d.drop(), "gone: 'd'"),
+        (lambda db: db.command("collMod", "d", validator={"n": 1}), "changed: 'd'"),
+        (_recreate_view, "changed: 'a_view'"),
+        (lambda db: db.d.insert_many([{"_id": i} for i in range(1200, 1300)]), None),
+    ],
+    ids=["index", "dropped", "options", "view", "documents"],
+)
+def test_what_counts_as_a_change(
+    mongo_client: MongoClient[Any],
+    mongo_db_name: str,
+    change: Callable[[Database[Any]], None],
+    said: str | None,
+) -> None:
+    _several_collections(mongo_client, mongo_db_name)
+    error, _ = _dump_changing(mongo_client, mongo_db_name, change)
+    if said is None:  # documents changing is what the snapshot is for
+        assert error is None
+    else:
+        assert isinstance(error, SnapshotChanged)
+        assert said in str(error)
+
+
+def test_a_restore_swapping_during_the_dump(
+    mongo_client: MongoClient[Any], mongo_db_name: str
+) -> None:
+    _several_collections(mongo_client, mongo_db_name)
+    archive = dump_bytes(mongo_client, mongo_db_name)
+
+    def swap_crashes(db: Database[Any]) -> None:
+        from daai_backup.mongo.restore import _SimulatedCrash
+
+        with pytest.raises(_SimulatedCrash):
+            restore_database(mongo_client, db.name, io.BytesIO(archive), _fail_at="swap")
+
+    error, _ = _dump_changing(mongo_client, mongo_db_name, swap_crashes)
+    assert isinstance(error, SnapshotChanged)
+    assert "a restore started swapping collections in" in str(error)

@@ -23,6 +23,8 @@ from daai_backup.mongo import (
     finish_interrupted_restore,
     interrupted_restore,
     restore_database,
+    stage_restore,
+    swap_staged,
 )
 from daai_backup.mongo.restore import _SimulatedCrash
 
@@ -93,8 +95,8 @@ def test_reserved_collection_name_is_refused(
     mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
 ) -> None:
     name, _, _, live = scenario
-    b = ArchiveBuilder(name).metadata("system.js", metadata_string("system.js")).term()
-    b.segment("system.js", []).eof("system.js")
+    b = ArchiveBuilder(name).metadata("system.views", metadata_string("system.views")).term()
+    b.segment("system.views", []).eof("system.views")
     with pytest.raises(DatabaseError, match="reserved"):
         restore_database(mongo_client, name, io.BytesIO(b.build()))
     assert db_state(mongo_client, name) == live
@@ -195,6 +197,129 @@ def test_finishing_when_nothing_is_pending_changes_nothing(
     assert not interrupted_restore(mongo_client, name)
     assert not finish_interrupted_restore(mongo_client, name)
     assert db_state(mongo_client, name) == left
+
+
+def _journal(client: MongoClient[Any], name: str) -> dict[str, Any] | None:
+    found: dict[str, Any] | None = client[name][f"{PREFIX}journal"].find_one({"_id": "restore"})
+    return found
+
+
+def test_crash_after_staging_leaves_live_untouched_and_backups_working(
+    mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
+) -> None:
+    name, archive, snapshot, live = scenario
+    with pytest.raises(_SimulatedCrash):
+        restore_database(mongo_client, name, io.BytesIO(archive), _fail_at="staged")
+    after_crash = db_state(mongo_client, name)
+    assert _user_state(after_crash) == live  # nothing live touched
+    journal = _journal(mongo_client, name)
+    assert journal is not None
+    assert journal["state"] == "staged"
+    run = journal["run"]
+    assert {k for k in after_crash if k.startswith(PREFIX)} == {
+        f"{PREFIX}journal",
+        f"{PREFIX}{run}.c0",
+        f"{PREFIX}{run}.c1",
+        f"{PREFIX}{run}.c2",
+    }
+    # a staged restore is not a torn database: nothing to finish, backups still work
+    assert not interrupted_restore(mongo_client, name)
+    assert not finish_interrupted_restore(mongo_client, name)
+    assert db_state(mongo_client, name) == after_crash
+    backup = dump_bytes(mongo_client, name)
+    result = restore_database(mongo_client, name, io.BytesIO(archive))  # drops the leftovers
+    assert not result.resumed_interrupted_swap
+    assert db_state(mongo_client, name) == snapshot
+    restore_database(mongo_client, name, io.BytesIO(backup))
+    assert db_state(mongo_client, name) == live  # the backup held the live state, no staging
+
+
+def test_safety_backup_between_stage_and_swap(
+    mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
+) -> None:
+    name, archive, snapshot, live = scenario
+    staged = stage_restore(mongo_client, name, io.BytesIO(archive))
+    assert _user_state(db_state(mongo_client, name)) == live
+    assert sorted(c.name for c in staged.collections) == ["checked", "gone_later", "users"]
+    assert staged.views == ["named"]
+    # the live database moves on while the safety backup is taken
+    db = mongo_client[name]
+    db.late.insert_one({"x": 1})
+    db.users.insert_one({"_id": 100, "name": "late"})
+    latest = _user_state(db_state(mongo_client, name))
+    safety = dump_bytes(mongo_client, name)
+
+    result = swap_staged(mongo_client, name, staged)
+    assert result.dropped == ["extra", "late"]  # extras as they are at swap time
+    assert db_state(mongo_client, name) == snapshot
+    assert result.collections == staged.collections
+    assert result.total_documents == staged.total_documents
+    assert result.started_at == staged.started_at <= result.finished_at
+    restore_database(mongo_client, name, io.BytesIO(safety))
+    assert db_state(mongo_client, name) == latest  # the safety backup holds the latest state
+
+
+def test_swap_by_run_id(
+    mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
+) -> None:
+    name, archive, snapshot, _ = scenario
+    staged = stage_restore(mongo_client, name, io.BytesIO(archive))
+    result = swap_staged(mongo_client, name, staged.run)  # e.g. from another process
+    assert db_state(mongo_client, name) == snapshot
+    assert result.collections == staged.collections
+    assert result.views == staged.views
+    assert result.total_documents == staged.total_documents
+    assert result.dropped == ["extra"]
+    assert abs((result.started_at - staged.started_at).total_seconds()) < 0.001
+
+
+def test_swap_refuses_a_run_that_is_not_the_staged_one(
+    mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
+) -> None:
+    name, archive, snapshot, live = scenario
+    first = stage_restore(mongo_client, name, io.BytesIO(archive))
+    second = stage_restore(mongo_client, name, io.BytesIO(archive))  # replaces the first
+    with pytest.raises(DatabaseError, match=rf"run {first.run} .* is gone") as refused:
+        swap_staged(mongo_client, name, first)
+    assert f"holds run {second.run}" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    with pytest.raises(DatabaseError, match="belongs to database"):
+        swap_staged(mongo_client, name + "_other", second)
+    assert _user_state(db_state(mongo_client, name)) == live
+
+    swap_staged(mongo_client, name, second)
+    assert db_state(mongo_client, name) == snapshot
+    with pytest.raises(DatabaseError, match=r"is gone \(the journal holds no restore\)"):
+        swap_staged(mongo_client, name, second)  # swapped already: nothing is staged
+    assert db_state(mongo_client, name) == snapshot
+
+
+def test_swap_refuses_when_a_staged_collection_is_gone(
+    mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
+) -> None:
+    name, archive, _, live = scenario
+    staged = stage_restore(mongo_client, name, io.BytesIO(archive))
+    mongo_client[name].drop_collection(f"{PREFIX}{staged.run}.c1")
+    with pytest.raises(DatabaseError, match="lost the staged copy of 'gone_later'"):
+        swap_staged(mongo_client, name, staged)
+    assert _user_state(db_state(mongo_client, name)) == live
+
+
+def test_crash_mid_swap_after_separate_staging(
+    mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
+) -> None:
+    name, archive, snapshot, live = scenario
+    staged = stage_restore(mongo_client, name, io.BytesIO(archive))
+    with pytest.raises(_SimulatedCrash):
+        swap_staged(mongo_client, name, staged, _fail_at="swap")
+    assert _user_state(db_state(mongo_client, name)) not in (live, snapshot)
+    assert interrupted_restore(mongo_client, name)
+    with pytest.raises(DatabaseError, match="already swapping collections in"):
+        swap_staged(mongo_client, name, staged)
+    with pytest.raises(DatabaseError, match="interrupted while swapping"):
+        dump_database(mongo_client, name, io.BytesIO())
+    assert finish_interrupted_restore(mongo_client, name)
+    assert db_state(mongo_client, name) == snapshot
 
 
 _KILL_SCRIPT = textwrap.dedent(

@@ -1,0 +1,88 @@
+"""The catalog of a database as a backup sees it, and what changed between two listings.
+
+The dump lists the collections before it reads and again after: any difference means the
+archive's metadata and data may not describe one point in time (see ``docs/decisions.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pymongo.database import Database
+
+from daai_backup.mongo.archive_format import CollectionMetadata
+from daai_backup.mongo.namespaces import is_backed_up, shown
+from daai_backup.mongo.translate import translated
+
+#: How many names a message lists per kind of change before "and N more".
+_SHOWN = 5
+
+
+def _kind(info: Mapping[str, Any]) -> Literal["collection", "view", "timeseries"]:
+    kind = info.get("type", "collection")
+    if kind == "view":
+        return "view"
+    if kind == "timeseries":
+        return "timeseries"
+    return "collection"
+
+
+def list_metadata(db: Database[Any]) -> list[CollectionMetadata]:
+    """The backed-up collections and views of ``db`` as archive metadata, in name order.
+
+    Leaves out the restore's ``__daai_restore.*`` and ``system.*`` other than ``system.js``
+    (``namespaces.is_backed_up``). Names are not checked here; the dump checks them.
+    """
+    out: list[CollectionMetadata] = []
+    with translated(f"listing the collections of {db.name!r}"):
+        infos = sorted(db.list_collections(), key=lambda i: str(i["name"]))
+        for info in infos:
+            name = str(info["name"])
+            if not is_backed_up(name):
+                continue
+            kind = _kind(info)
+            indexes = [] if kind == "view" else list(db.get_collection(name).list_indexes())
+            raw_uuid = (info.get("info") or {}).get("uuid")
+            uuid = bytes(raw_uuid).hex() if isinstance(raw_uuid, bytes) else None
+            out.append(
+                CollectionMetadata(
+                    db=db.name,
+                    collection=name,
+                    type=kind,
+                    options=info.get("options") or {},
+                    indexes=indexes,
+                    uuid=uuid,
+                )
+            )
+    return out
+
+
+def _names(label: str, names: list[str]) -> str:
+    listed = ", ".join(shown(n) for n in names[:_SHOWN])
+    more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
+    return f"{label}: {listed}{more}"
+
+
+def catalog_changes(
+    before: Sequence[CollectionMetadata], after: Sequence[CollectionMetadata]
+) -> list[str]:
+    """What differs between two listings, one phrase per kind of change; empty if nothing.
+
+    A collection counts as changed when its kind, uuid (where the server gives one), options
+    or indexes differ: e.g. ``["new: 'c2'", "gone: 'b', 'c'"]``. A rename shows
+    as one name gone and one new.
+    """
+    old = {m.collection: m.metadata_json() for m in before}
+    new = {m.collection: m.metadata_json() for m in after}
+    changes = []
+    added = sorted(new.keys() - old.keys())
+    gone = sorted(old.keys() - new.keys())
+    changed = sorted(n for n in old.keys() & new.keys() if old[n] != new[n])
+    if added:
+        changes.append(_names("new", added))
+    if gone:
+        changes.append(_names("gone", gone))
+    if changed:
+        changes.append(_names("changed", changed))
+    return changes

@@ -1,0 +1,167 @@
+"""The swap: carrying out a journalled plan that puts staged collections in place of live ones.
+
+Each staged collection replaces its live target (a same-database rename, or a copy where the
+server's rename would lose options), live collections the snapshot lacks are dropped, views
+are recreated, and the journal is dropped last. Every step can be repeated, so a swap that
+stopped half-way is finished by running it again (``finish_interrupted_restore``). Also here:
+removing the leftovers of an earlier run. See ``docs/decisions.md`` (MongoDB section).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bson import json_util
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+from bson.son import SON
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from daai_backup.mongo.archive_format import CANONICAL_JSON, CollectionMetadata
+from daai_backup.mongo.journal import JOURNAL, pending_swap
+from daai_backup.mongo.namespaces import RESERVED_PREFIX
+from daai_backup.mongo.translate import translated
+
+_RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
+_COPY_BATCH_BYTES = 8 * 1024 * 1024
+_COPY_BATCH_DOCS = 1000
+
+
+class _SimulatedCrash(BaseException):
+    """Raised by the ``_fail_at`` test seam: behaves like the process dying (no cleanup)."""
+
+
+def check_crash(fail_at: str | None, step: str) -> None:
+    """The ``_fail_at`` test seam: crash here when ``fail_at`` names this step."""
+    if fail_at == step:
+        raise _SimulatedCrash(step)
+
+
+def live_collections(db: Database[Any]) -> dict[str, str]:
+    """Every collection and view of ``db`` (system and staging ones too): name -> type."""
+    return {str(i["name"]): str(i.get("type", "collection")) for i in db.list_collections()}
+
+
+def drop_leftovers(db: Database[Any]) -> None:
+    """Remove staging collections (and the journal) left by an earlier run."""
+    for name in live_collections(db):
+        if name.startswith(RESERVED_PREFIX) and name != JOURNAL:
+            db.drop_collection(name)
+    db.drop_collection(JOURNAL)
+
+
+def rename_keeps_options(db: Database[Any], run: str) -> bool:
+    """Whether ``renameCollection`` keeps a collection's options on this server.
+
+    ``mongod`` does; SecantusDB (the test server) recreates the target without them, which
+    would silently lose validators, caps, collations and time-series settings.
+    """
+    src, dst = f"{RESERVED_PREFIX}{run}.probe-a", f"{RESERVED_PREFIX}{run}.probe-b"
+    db.command("create", src, validator={"_daai_probe": {"$exists": False}})
+    db.client.admin.command(
+        "renameCollection", f"{db.name}.{src}", to=f"{db.name}.{dst}", dropTarget=True
+    )
+    infos = list(db.list_collections(filter={"name": dst}))
+    db.drop_collection(dst)
+    return bool(infos and (infos[0].get("options") or {}).get("validator"))
+
+
+def swap_method(meta: CollectionMetadata, keeps_options: bool) -> str:
+    """ "rename" (metadata only) where it keeps everything; "copy" otherwise.
+
+    Time-series collections are always copied: not every server version renames them, and
+    a swap must not start what it cannot finish.
+    """
+    if meta.type == "timeseries" or (meta.options and not keeps_options):
+        return "copy"
+    return "rename"
+
+
+def _copy_over(db: Database[Any], staging: str, target: str, entry: Mapping[str, Any]) -> None:
+    """Swap by copy: recreate ``target`` with its options, copy the staged data, index it."""
+    options = json_util.loads(entry["options"], json_options=CANONICAL_JSON)
+    specs = json_util.loads(entry["indexes"], json_options=CANONICAL_JSON)
+    db.drop_collection(target)
+    db.command(SON([("create", target), *options.items()]))
+    source = db.get_collection(staging, codec_options=_RAW)
+    sink = db.get_collection(target)
+    batch: list[RawBSONDocument] = []
+    size = 0
+    for doc in source.find({}, sort=[("$natural", 1)]):
+        batch.append(doc)
+        size += len(doc.raw)
+        if size >= _COPY_BATCH_BYTES or len(batch) >= _COPY_BATCH_DOCS:
+            sink.insert_many(batch, ordered=True, bypass_document_validation=True)
+            batch, size = [], 0
+    if batch:
+        sink.insert_many(batch, ordered=True, bypass_document_validation=True)
+    if specs:
+        db.command("createIndexes", target, indexes=specs)
+    db.drop_collection(staging)  # last: while it exists, a re-run repeats this copy
+
+
+def apply_swap(db: Database[Any], journal: Mapping[str, Any], fail_at: str | None) -> None:
+    """Carry out a fixed swap plan (a journal in state ``swapping``); every step can be repeated."""
+    live = live_collections(db)
+    admin = db.client.admin
+    for step, entry in enumerate(journal["renames"]):
+        staging, target = entry["staging"], entry["target"]
+        if staging not in live:
+            continue  # swapped by an earlier (interrupted) run
+        if live.get(target) == "view":
+            db.drop_collection(target)
+        if entry["method"] == "copy":
+            _copy_over(db, staging, target, entry)
+        else:
+            admin.command(
+                "renameCollection",
+                f"{db.name}.{staging}",
+                to=f"{db.name}.{target}",
+                dropTarget=True,
+            )
+        if step == 0:
+            check_crash(fail_at, "swap")
+    for name in journal["drop"]:
+        db.drop_collection(name)
+    for view in journal["views"]:
+        db.drop_collection(view["name"])
+        options = json_util.loads(view["options"], json_options=CANONICAL_JSON)
+        db.command(SON([("create", view["name"]), *options.items()]))
+    db.drop_collection(JOURNAL)
+
+
+def finish_pending_swap(db: Database[Any]) -> bool:
+    """Finish a swap an interrupted restore journalled; whether there was one."""
+    journal = pending_swap(db)
+    if journal is None:
+        return False
+    apply_swap(db, journal, None)
+    return True
+
+
+def interrupted_restore(client: MongoClient[Any], database: str) -> bool:
+    """Whether a restore of ``database`` stopped mid-swap (its live state is torn).
+
+    A restore that stopped while ``loading`` or ``staged`` left the live database untouched:
+    that is not an interrupted restore.
+    """
+    with translated(f"checking {database!r} for an interrupted restore"):
+        return pending_swap(client.get_database(database)) is not None
+
+
+def finish_interrupted_restore(client: MongoClient[Any], database: str) -> bool:
+    """Finish the swap of a restore of ``database`` that stopped mid-swap, exactly as the
+    next restore would; whether there was one. Safe to repeat.
+
+    Leftover staging collections are dropped only when a swap was finished (the swap's own
+    ones are gone by then); with nothing pending, nothing is touched (a ``staged`` restore
+    stays staged).
+    """
+    db = client.get_database(database)
+    with translated(f"finishing the interrupted restore of {database!r}"):
+        if not finish_pending_swap(db):
+            return False
+        drop_leftovers(db)
+    return True
