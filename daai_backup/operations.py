@@ -48,11 +48,13 @@ from daai_backup.errors import (
 from daai_backup.mongo import (
     DumpResult,
     NamespaceEnd,
+    discard_staged,
     dump_database,
     read_archive,
-    restore_database,
+    swap_staged,
 )
 from daai_backup.mongo import finish_interrupted_restore as _finish_interrupted_restore
+from daai_backup.mongo import stage_restore as _stage_restore
 from daai_backup.names import BackupName, new_backup_name, validate_note
 from daai_backup.quota import MB, QuotaReport, check_quota
 from daai_backup.settings import Settings, load_settings
@@ -415,17 +417,29 @@ def preflight_restore(
     return entry
 
 
-def restore_tenant(
+@dataclass(frozen=True)
+class StagedOutcome:
+    """A backup loaded and verified in staging inside the tenant's database, not yet live."""
+
+    tenant_id: str
+    file: str
+    run: str
+    collections: int
+    documents: int
+    duration_s: float
+
+
+def stage_restore(
     ctx: EngineContext,
     tenant: Tenant,
     filename: str,
     *,
     progress: Progress | None = None,
-) -> RestoreOutcome:
-    """Restore one of the tenant's backups into the tenant's own database.
+) -> StagedOutcome:
+    """Load one of the tenant's backups into staging collections and verify it whole.
 
-    The archive is loaded into staging collections and verified whole before anything
-    live changes; the swap then renames staged collections over the live ones.
+    Nothing live changes: :func:`swap_restore` puts the staged copy in place, and
+    :func:`discard_restore` drops it. A corrupt, truncated or foreign archive fails here.
     """
     started = time.monotonic()
     entry = describe_backup(ctx, tenant, filename)
@@ -443,16 +457,50 @@ def restore_tenant(
             encrypted=entry.encrypted,
         )
         archive = open_gzip_reader(plain)
-        result = restore_database(ctx.mongo_client, tenant.database, archive)
-    return RestoreOutcome(
+        staged = _stage_restore(ctx.mongo_client, tenant.database, archive)
+    return StagedOutcome(
         tenant_id=tenant.id,
         file=filename,
+        run=staged.run,
+        collections=len(staged.collections),
+        documents=staged.total_documents,
+        duration_s=time.monotonic() - started,
+    )
+
+
+def swap_restore(ctx: EngineContext, tenant: Tenant, staged: StagedOutcome) -> RestoreOutcome:
+    """Put a staged restore in place: the live database becomes exactly the backup's state."""
+    started = time.monotonic()
+    result = swap_staged(ctx.mongo_client, tenant.database, staged.run)
+    return RestoreOutcome(
+        tenant_id=tenant.id,
+        file=staged.file,
         collections=len(result.collections),
         documents=result.total_documents,
         views=len(result.views),
         dropped=list(result.dropped),
-        duration_s=time.monotonic() - started,
+        duration_s=staged.duration_s + time.monotonic() - started,
     )
+
+
+def discard_restore(ctx: EngineContext, tenant: Tenant, staged: StagedOutcome) -> bool:
+    """Drop a staged restore that will not be swapped in; live data was never touched."""
+    return discard_staged(ctx.mongo_client, tenant.database, staged.run)
+
+
+def restore_tenant(
+    ctx: EngineContext,
+    tenant: Tenant,
+    filename: str,
+    *,
+    progress: Progress | None = None,
+) -> RestoreOutcome:
+    """Restore one of the tenant's backups into the tenant's own database: stage, then swap.
+
+    The archive is loaded into staging collections and verified whole before anything
+    live changes; the swap then renames staged collections over the live ones.
+    """
+    return swap_restore(ctx, tenant, stage_restore(ctx, tenant, filename, progress=progress))
 
 
 def finish_interrupted_restore(ctx: EngineContext, tenant: Tenant) -> bool:
@@ -500,11 +548,13 @@ __all__ = [
     "EngineContext",
     "Progress",
     "RestoreOutcome",
+    "StagedOutcome",
     "VerifyOutcome",
     "backup_tenant",
     "check_key_can_read",
     "delete_backup",
     "describe_backup",
+    "discard_restore",
     "estimate_backup_bytes",
     "finish_interrupted_restore",
     "list_backups",
@@ -514,5 +564,7 @@ __all__ = [
     "quota_report",
     "read_backup_header",
     "restore_tenant",
+    "stage_restore",
+    "swap_restore",
     "verify_backup",
 ]

@@ -494,6 +494,22 @@ def swap_staged(
     )
 
 
+def discard_staged(client: MongoClient[Any], database: str, run: str) -> bool:
+    """Drop the staged copy of run ``run`` if it is still staged (not swapping); whether it was.
+
+    For a flow that staged a restore and then stopped before the swap (its safety backup
+    failed, say): the live database was never touched, and this leaves nothing behind. A
+    journal of another run, or one already swapping, is left alone.
+    """
+    db = client.get_database(database)
+    with translated(f"discarding the staged restore of {database!r}"):
+        journal = read_journal(db)
+        if journal is None or journal.get("run") != run or journal.get("state") == "swapping":
+            return False
+        drop_leftovers(db)
+    return True
+
+
 def restore_database(
     client: MongoClient[Any],
     database: str,

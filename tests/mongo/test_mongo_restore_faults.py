@@ -19,6 +19,7 @@ from pymongo import MongoClient
 from daai_backup.errors import ArchiveCorrupt, DatabaseError, TransientDatabaseError
 from daai_backup.mongo import (
     RestoreProgress,
+    discard_staged,
     dump_database,
     finish_interrupted_restore,
     interrupted_restore,
@@ -401,3 +402,15 @@ def test_server_going_away_mid_restore(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert os.path.isdir(storage)
+
+
+def test_discarding_a_staged_restore_leaves_nothing_and_touches_nothing_live(
+    mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
+) -> None:
+    name, archive, _, live = scenario
+    first = stage_restore(mongo_client, name, io.BytesIO(archive))
+    assert any(k.startswith(PREFIX) for k in db_state(mongo_client, name))
+    assert discard_staged(mongo_client, name, "deadbeef") is False  # not the staged run
+    assert discard_staged(mongo_client, name, first.run) is True
+    assert db_state(mongo_client, name) == live  # no staging, no journal, live untouched
+    assert discard_staged(mongo_client, name, first.run) is False  # idempotent
