@@ -209,11 +209,14 @@ def backup_tenant(
     progress: Progress | None = None,
     now: datetime | None = None,
     expected_bytes: int = 0,
+    checkpoint: Callable[[], None] | None = None,
 ) -> BackupOutcome:
     """Take one full backup of the tenant's database into its folder; return its entry.
 
     The object only becomes visible once complete. The quota is enforced while writing too:
     if the real size outgrows the room left, the upload stops and nothing is kept.
+    ``checkpoint()`` runs once the whole backup is written, right before storage commits it
+    (the caller's ``lease.check``); if it raises, nothing is kept.
     """
     started = time.monotonic()
     master = ctx.settings.keyring.require_current()
@@ -237,6 +240,7 @@ def backup_tenant(
         on_progress=(lambda done: progress(done, expected_bytes)) if progress else None,
         limit=limit,
         on_limit=on_limit,
+        on_end=checkpoint,
     )
     try:
         info = folder.write(name, cast(BinaryIO, counted), note=note)
@@ -347,11 +351,14 @@ def restore_tenant(
     filename: str,
     *,
     progress: Progress | None = None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> RestoreOutcome:
     """Restore one of the tenant's backups into the tenant's own database.
 
     The archive is loaded into staging collections and verified whole before anything
     live changes; the swap then renames staged collections over the live ones.
+    ``checkpoint()`` runs right before the swap (the caller's ``lease.check``); if it
+    raises, the live database is untouched and the staging collections are dropped.
     """
     started = time.monotonic()
     entry = describe_backup(ctx, tenant, filename)
@@ -365,7 +372,9 @@ def restore_tenant(
             cast(BinaryIO, counted), ctx.settings.keyring, tenant.id, encrypted=entry.encrypted
         )
         archive = open_gzip_reader(plain)
-        result = restore_database(ctx.mongo_client, tenant.database, archive)
+        result = restore_database(
+            ctx.mongo_client, tenant.database, archive, before_swap=checkpoint
+        )
     return RestoreOutcome(
         tenant_id=tenant.id,
         file=filename,

@@ -284,6 +284,7 @@ def restore_database(
     progress: Callable[[RestoreProgress], None] | None = None,
     batch_bytes: int = 8 * 1024 * 1024,
     batch_documents: int = 1000,
+    before_swap: Callable[[], None] | None = None,
     _fail_at: str | None = None,
 ) -> RestoreResult:
     """Replace ``database`` with the snapshot in the uncompressed archive ``source``.
@@ -292,6 +293,8 @@ def restore_database(
     copy does not match, ``TransientDatabaseError`` when the server goes away and
     ``DatabaseError`` for anything else the server refuses. In each case the live database
     is unchanged, or (if the failure hit the swap) is finished by running the restore again.
+    ``before_swap()`` runs once the staged copy is verified, right before the swap is
+    journalled; an exception from it leaves the live database unchanged.
     """
     started = datetime.now(UTC)
     db = client.get_database(database)
@@ -312,6 +315,7 @@ def restore_database(
             _fail_at,
             started,
             resumed,
+            before_swap,
         )
     except Exception:
         # The live database is untouched unless the journal says "swapping"; clean the
@@ -336,6 +340,7 @@ def _restore(
     fail_at: str | None,
     started: datetime,
     resumed: bool,
+    before_swap: Callable[[], None] | None,
 ) -> RestoreResult:
     database = db.name
     reader = ArchiveReader(source, batch_bytes=batch_bytes, batch_documents=batch_documents)
@@ -454,6 +459,8 @@ def _restore(
                 for v in plan.views
             ],
         }
+        if before_swap is not None:
+            before_swap()
         db.get_collection(JOURNAL).update_one({"_id": JOURNAL_ID}, {"$set": journal})
         _apply_swap(db, journal, fail_at)
         swap_seconds = time.monotonic() - t0
