@@ -22,7 +22,7 @@ from deployments.sync import sync_deployments
 
 
 def serve_all(*, limit: int | None = None) -> None:
-    """Sync deployments with the registry, create the concurrency limits, serve everything."""
+    """Sync deployments with the registry, create the cluster's limit, serve everything."""
     from prefect import serve
 
     from tasks.common import ensure_limits
@@ -32,7 +32,7 @@ def serve_all(*, limit: int | None = None) -> None:
     flows = load_flows()
     report = sync_deployments(ctx.registry.values(), settings=ctx.settings, now=now, flows=flows)
     print(f"deployments: {report.summary()}", flush=True)
-    ensure_limits(ctx.settings, list(ctx.registry))
+    ensure_limits(ctx.settings)
     specs = desired_specs(ctx.registry.values(), settings=ctx.settings, now=now)
     runners = [to_runner(spec, flows) for spec in specs]
     print(f"serving {len(runners)} deployments", flush=True)
