@@ -20,6 +20,9 @@ else is bad input or a permanent condition and fails at once.
     │   ├── SubscriptionSuspended   the tenant's subscription is suspended
     │   └── ConfirmationMismatch    the typed workspace name is not the tenant's
     ├── InvalidName                 a name that would become a path/key is refused
+    ├── LeaseError                  the tenant's lease (one operation per tenant at a time)
+    │   ├── LeaseTimeout            another operation held it for longer than the wait limit
+    │   └── LeaseLost               taken over, or not renewed for a whole TTL, while held
     ├── ArchiveError                a backup file cannot be read
     │   ├── NotAnArchive            neither DBK1 nor gzip
     │   ├── UnsupportedFormat       a DBK1 version/algorithm this build does not know
@@ -99,6 +102,18 @@ class ConfirmationMismatch(TenantError):
 
 class InvalidName(DaaiBackupError):
     """A name that would become a path or object key is not acceptable."""
+
+
+class LeaseError(DaaiBackupError):
+    """The tenant's lease could not be taken or kept (:mod:`daai_backup.lease`)."""
+
+
+class LeaseTimeout(LeaseError):
+    """Another operation held the tenant's lease for longer than this one would wait."""
+
+
+class LeaseLost(LeaseError):
+    """The lease was taken over or went unrenewed for a whole TTL; the holder must stop."""
 
 
 class ArchiveError(DaaiBackupError):

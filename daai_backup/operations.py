@@ -237,11 +237,14 @@ def backup_tenant(
     progress: Progress | None = None,
     now: datetime | None = None,
     expected_bytes: int = 0,
+    checkpoint: Callable[[], None] | None = None,
 ) -> BackupOutcome:
     """Take one full backup of the tenant's database into its folder; return its entry.
 
     The object only becomes visible once complete. The quota is enforced while writing too:
     if the real size outgrows the room left, the upload stops and nothing is kept.
+    ``checkpoint()`` runs once the whole backup is written, right before storage commits it
+    (the caller's ``lease.check``); if it raises, nothing is kept.
     """
     started = time.monotonic()
     master = ctx.settings.keyring.require_current()
@@ -272,6 +275,7 @@ def backup_tenant(
         on_progress=(lambda done: progress(done, expected_bytes)) if progress else None,
         limit=limit,
         on_limit=on_limit,
+        on_end=checkpoint,
     )
     try:
         info = folder.write(name, cast(BinaryIO, counted), note=note)
@@ -468,9 +472,25 @@ def stage_restore(
     )
 
 
-def swap_restore(ctx: EngineContext, tenant: Tenant, staged: StagedOutcome) -> RestoreOutcome:
-    """Put a staged restore in place: the live database becomes exactly the backup's state."""
+def swap_restore(
+    ctx: EngineContext,
+    tenant: Tenant,
+    staged: StagedOutcome,
+    *,
+    checkpoint: Callable[[], None] | None = None,
+) -> RestoreOutcome:
+    """Put a staged restore in place: the live database becomes exactly the backup's state.
+
+    ``checkpoint()`` runs right before the swap (the caller's ``lease.check``); if it raises,
+    the live database is untouched and the staged copy is dropped.
+    """
     started = time.monotonic()
+    if checkpoint is not None:
+        try:
+            checkpoint()
+        except BaseException:
+            discard_restore(ctx, tenant, staged)
+            raise
     result = swap_staged(ctx.mongo_client, tenant.database, staged.run)
     return RestoreOutcome(
         tenant_id=tenant.id,
@@ -494,13 +514,16 @@ def restore_tenant(
     filename: str,
     *,
     progress: Progress | None = None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> RestoreOutcome:
     """Restore one of the tenant's backups into the tenant's own database: stage, then swap.
 
     The archive is loaded into staging collections and verified whole before anything
     live changes; the swap then renames staged collections over the live ones.
+    ``checkpoint`` as in :func:`swap_restore`.
     """
-    return swap_restore(ctx, tenant, stage_restore(ctx, tenant, filename, progress=progress))
+    staged = stage_restore(ctx, tenant, filename, progress=progress)
+    return swap_restore(ctx, tenant, staged, checkpoint=checkpoint)
 
 
 def finish_interrupted_restore(ctx: EngineContext, tenant: Tenant) -> bool:

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
         default=SecretStr(DEFAULT_MONGODB_URI),
         description="MongoDB connection string of the tenants' cluster",
     )
+    control_database: str = Field(
+        default="daai_backup_control",
+        description="database on the tenants' cluster holding the per-tenant leases",
+    )
     storage_url: str = Field(
         default_factory=_default_storage_url,
         description="file:///abs/path or s3://bucket/prefix; a tenant's root is <url>/<tenant id>",
@@ -81,6 +85,16 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
+        return value
+
+    @field_validator("control_database")
+    @classmethod
+    def _database_name(cls, value: str) -> str:
+        if not value or len(value) > 63 or any(c in value for c in '/\\. "$\x00'):
+            raise ValueError(
+                f"control database name {value!r} is not a valid MongoDB database name "
+                '(1-63 characters, none of / \\ . space " $)'
+            )
         return value
 
     @field_validator("storage_url")

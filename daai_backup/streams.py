@@ -166,7 +166,10 @@ class CountingReader(io.RawIOBase):
     """Counts bytes read through it and calls ``on_progress(total)``; can cap the total.
 
     ``limit`` makes a read past that many bytes raise ``on_limit()``'s exception: the
-    backup's hard stop when the real size outgrows the quota estimate.
+    backup's hard stop when the real size outgrows the quota estimate. ``on_end()`` runs
+    when the source reports its end, before the consumer sees it: a storage upload reads to
+    the end before it commits, so an exception raised there stops the commit (the backup's
+    last check that its tenant lease is still held).
     """
 
     def __init__(
@@ -176,11 +179,13 @@ class CountingReader(io.RawIOBase):
         on_progress: Callable[[int], None] | None = None,
         limit: int | None = None,
         on_limit: Callable[[int], BaseException] | None = None,
+        on_end: Callable[[], None] | None = None,
     ) -> None:
         self._source = source
         self._on_progress = on_progress
         self._limit = limit
         self._on_limit = on_limit
+        self._on_end = on_end
         self.count = 0
 
     def readable(self) -> bool:
@@ -195,4 +200,6 @@ class CountingReader(io.RawIOBase):
             raise self._on_limit(self.count)
         if self._on_progress is not None and n:
             self._on_progress(self.count)
+        if not n and len(buffer) and self._on_end is not None:
+            self._on_end()
         return n

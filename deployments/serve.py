@@ -22,7 +22,7 @@ from deployments.sync import sync_deployments
 
 
 def serve_all(*, limit: int | None = None) -> None:
-    """Sync deployments with the registry, create the concurrency limits, serve everything."""
+    """Sync deployments with the registry, create the cluster's limit, serve everything."""
     from prefect import serve
 
     from deployments.crashed_runs import ensure_crash_detection
@@ -33,7 +33,7 @@ def serve_all(*, limit: int | None = None) -> None:
     flows = load_flows()
     report = sync_deployments(ctx.registry.values(), settings=ctx.settings, now=now, flows=flows)
     print(f"deployments: {report.summary()}", flush=True)
-    ensure_limits(ctx.settings, list(ctx.registry))
+    ensure_limits(ctx.settings)
     ensure_crash_detection()
     specs = desired_specs(ctx.registry.values(), settings=ctx.settings, now=now)
     runners = [to_runner(spec, flows) for spec in specs]

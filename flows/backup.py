@@ -1,8 +1,8 @@
 """The backup flow, and the pre-restore safety backup the restore flow runs as a subflow.
 
 Recipe: refuse early (suspended -> Skipped; no key -> Failed plus a banner artifact; no
-permission or no room -> Failed, nothing written) -> tenant lock -> one cluster slot ->
-snapshot, compress, encrypt, store -> retention -> publish the list.
+permission or no room -> Failed, nothing written) -> tenant lease -> one cluster slot ->
+snapshot, compress, encrypt, check the lease, store -> retention -> publish the list.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def take_backup(
     actor: str | None,
     note: str | None,
 ) -> dict[str, Any]:
-    """Preflight, then the backup under the tenant lock and a cluster slot.
+    """Preflight, then the backup under the tenant lease and a cluster slot.
 
     Raises ``SubscriptionSuspended`` for the caller to turn into Skipped (or a refusal).
     """
@@ -44,7 +44,7 @@ def take_backup(
     except KeyMissing as exc:
         publish_key_missing(tenant, str(exc))
         raise
-    with tenant_lock(tenant.id):
+    with tenant_lock(ctx, tenant.id, "backup", detail=f"{label} backup") as lease:
         with cluster_slot(ctx.settings):
             progress = cast(
                 UUID,
@@ -52,7 +52,9 @@ def take_backup(
                     0.0, description=f"{label} backup of {tenant.id}: bytes written"
                 ),
             )
-            outcome = backup_tenant(ctx, tenant, label, note, expected, progress)
+            outcome = backup_tenant(
+                ctx, tenant, label, note, expected, progress, checkpoint=lease.check
+            )
         if label != policy.PRE_RESTORE:
             # Not for a safety backup: retention could delete the very file being restored.
             state = retention(tenant=tenant.id, return_state=True)
@@ -95,9 +97,9 @@ def backup(
 def pre_restore_backup(tenant: str, actor: str | None, restoring: str) -> dict[str, Any]:
     """The safety backup before a restore; the actor needs ``restore`` (not ``create``).
 
-    Runs inside the restore's tenant lock (the lock is re-entrant within one flow-run
-    context, so this subflow does not wait on its parent). A suspended subscription fails
-    it: a restore never runs without a safety backup.
+    Runs inside the restore's tenant lease (re-entrant within one flow-run context, so this
+    subflow does not wait on its parent). A suspended subscription fails it: a restore never
+    runs without a safety backup.
     """
     with engine() as ctx:
         who = ctx.tenant(tenant)

@@ -1,5 +1,6 @@
-"""Create the global concurrency limits the flows take (idempotent; flows also create their
-own on demand, so this is a setup convenience for a fresh server)."""
+"""Create the global concurrency limit the flows take (idempotent; flows also create it on
+demand, so this is a setup convenience for a fresh server). Tenants need none: their
+one-operation-at-a-time lease lives in MongoDB (:mod:`daai_backup.lease`)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,9 @@ from tasks.common import CLUSTER_LIMIT, ensure_limits
 
 @flow(name="ensure-concurrency-limits", persist_result=False)
 def ensure_concurrency_limits() -> list[str]:
-    """The cluster's backup limit and one lock per registered tenant."""
+    """The cluster's backup limit."""
     with engine() as ctx:
-        tenant_ids = list(ctx.registry)
-        ensure_limits(ctx.settings, tenant_ids)
+        ensure_limits(ctx.settings)
         limit = ctx.settings.max_concurrent_backups
-    get_run_logger().info(
-        "%s = %d; tenant locks for %d tenants", CLUSTER_LIMIT, limit, len(tenant_ids)
-    )
-    return [CLUSTER_LIMIT, *(f"tenant:{t}" for t in tenant_ids)]
+    get_run_logger().info("%s = %d", CLUSTER_LIMIT, limit)
+    return [CLUSTER_LIMIT]

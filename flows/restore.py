@@ -1,6 +1,6 @@
 """The restore flow: refuse early, preview and ask for the workspace name, then, holding the
-tenant lock, finish an earlier restore that stopped mid-swap, take the pre-restore safety
-backup (a subflow) and run the staged restore.
+tenant lease, finish an earlier restore that stopped mid-swap, take the pre-restore safety
+backup (a subflow) and run the staged restore, checking the lease right before the swap.
 
 Nothing changes before the confirmation, and nothing live changes if the safety backup fails.
 """
@@ -107,14 +107,15 @@ def restore(
                 f"the confirmation does not match the workspace name of {tenant!r} exactly: "
                 "nothing changed"
             )
-        with tenant_lock(who.id):
-            describe_backup(ctx, who, file)  # still there after the wait for the lock
+        with tenant_lock(ctx, who.id, "restore", detail=file) as lease:
+            describe_backup(ctx, who, file)  # still there after the wait for the lease
             # A torn database (an earlier restore stopped mid-swap) is finished first, so the
             # safety backup holds that earlier restore whole, never a mix of two states.
+            lease.check()
             finish_interrupted_restore(ctx, who)
             safety = pre_restore_backup(tenant=who.id, actor=actor, restoring=file)
             logger.info("tenant %s: safety backup %s taken", who.id, safety["file"])
-            outcome = restore_tenant(ctx, who, file)
+            outcome = restore_tenant(ctx, who, file, checkpoint=lease.check)
         when = local_time(ctx, who, entry)
         create_markdown_artifact(
             "\n".join(

@@ -1,5 +1,6 @@
 """Retention: plan (pure, :func:`daai_backup.retention.plan`), then delete, under the tenant's
-lock; and a sweep over every tenant that carries on past one tenant's failure."""
+lease (checked before each delete); and a sweep over every tenant that carries on past one
+tenant's failure."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tasks.common import tenant_lock
 def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dict[str, Any]:
     """List, plan and (unless ``dry_run``) delete; the caller's flow run holds nothing yet."""
     logger = get_run_logger()
-    with tenant_lock(tenant.id):
+    with tenant_lock(ctx, tenant.id, "retention", detail="dry run" if dry_run else None) as lease:
         # A listing that fails raises here: nothing is planned, nothing deleted.
         entries = list_backups(ctx, tenant)
         active = tenant.active_frequency()
@@ -34,6 +35,7 @@ def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dic
             if dry_run:
                 logger.info("tenant %s: would delete %s (%s)", tenant.id, entry.file, reason)
                 continue
+            lease.check()  # LeaseLost ends the run: another operation may be under way
             try:
                 delete_backup(ctx, tenant, entry.file)
             except DaaiBackupError as exc:

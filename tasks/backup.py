@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from uuid import UUID
 
 from prefect import get_run_logger, task
@@ -51,8 +52,12 @@ def backup_tenant(
     note: str | None,
     expected_bytes: int,
     progress_artifact: UUID | None = None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> BackupOutcome:
-    """Take one full backup of the tenant's database into its folder."""
+    """Take one full backup of the tenant's database into its folder.
+
+    ``checkpoint`` (the tenant lease's ``check``) runs right before storage commits it.
+    """
     logger = get_run_logger()
     last = [0.0]
 
@@ -65,7 +70,13 @@ def backup_tenant(
         update_progress_artifact(progress_artifact, progress=min(99.0, 100.0 * done / expected))
 
     outcome = operations.backup_tenant(
-        ctx, tenant, label, note=note, progress=progress, expected_bytes=expected_bytes
+        ctx,
+        tenant,
+        label,
+        note=note,
+        progress=progress,
+        expected_bytes=expected_bytes,
+        checkpoint=checkpoint,
     )
     if progress_artifact is not None:
         update_progress_artifact(progress_artifact, progress=100.0)

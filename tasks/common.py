@@ -6,16 +6,18 @@ operations): a task is retried, with exponential backoff and jitter, only when t
 pymongo/botocore network error that leaked past the engine's translation). Bad input and
 permanent conditions (wrong key, quota, permission) fail at once.
 
-Locks are Prefect global concurrency limits taken with ``strict=True`` (a missing limit is an
-error, never "unlimited"):
+Locks:
 
-- ``tenant:<id>``, limit 1: backup, restore and retention of one tenant never overlap.
-  :func:`tenant_lock` is re-entrant within one flow-run context, so a restore that holds the
-  lock can run its safety backup as a subflow without deadlocking on itself.
-- ``backups-cluster:default``, limit ``settings.max_concurrent_backups``: concurrent backups
-  against the database cluster.
-
-Limits are created on demand (idempotent) so a fresh Prefect server needs no setup step.
+- the tenant's lease (:func:`tenant_lock`, over :mod:`daai_backup.lease`): backup, restore
+  and retention of one tenant never overlap. It lives in a control database of the tenants'
+  own MongoDB cluster, so it holds whatever Prefect server (or CLI with its private temporary
+  server) started the run; a killed run's lease frees itself within 30 s. Re-entrant within
+  one flow-run context, so a restore that holds it can run its safety backup as a subflow.
+- ``backups-cluster:default``, a Prefect global concurrency limit of
+  ``settings.max_concurrent_backups`` slots, taken with ``strict=True`` (a missing limit is an
+  error, never "unlimited") and created on demand (idempotent): concurrent backups against the
+  database cluster. This is throttling, not exclusion: a run from another Prefect server
+  escapes it, which costs load, never correctness.
 """
 
 from __future__ import annotations
@@ -23,31 +25,36 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from contextvars import ContextVar
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from prefect import get_run_logger
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.tasks import exponential_backoff
 
+from daai_backup import lease
 from daai_backup.errors import DaaiBackupError
 from daai_backup.settings import Settings
+
+if TYPE_CHECKING:
+    from daai_backup.operations import EngineContext
 
 CLUSTER_LIMIT: Final = "backups-cluster:default"
 """One cluster per deployment of the service today; the name leaves room for more."""
 
-LOCK_WAIT_SECONDS: Final = 6 * 3600.0
-"""How long an operation waits for its tenant's lock before it fails (a long restore)."""
+LOCK_WAIT_SECONDS: Final = lease.DEFAULT_WAIT_SECONDS
+"""How long an operation waits for its tenant's lease, or a cluster slot, before it fails."""
 
-LEASE_SECONDS: Final = 300.0
-"""A crashed holder's slot frees itself after this long; a live holder renews it.
+SLOT_LEASE_SECONDS: Final = 60.0
+"""A killed run's cluster slot frees itself after this long (Prefect's minimum); a live
+holder renews it.
 
 A failed renewal does not abort the holder (``raise_on_lease_renewal_failure=False``): with
-``strict=True`` Prefect would otherwise kill a 12-hour backup, or a restore in its swap, on a
-brief API outage. The lease only lapses if the API stays unreachable for the whole lease, and
-then no other run can take the lock either until it is back."""
+``strict=True`` Prefect would otherwise kill a 12-hour backup on a brief API outage. The slot
+is throttling only (the tenant lease is what excludes), so a slot that lapses during an outage
+costs at most one backup too many against the cluster."""
 
 RETRIES: Final = 3
 BACKOFF_SECONDS: Final = 2.0
@@ -112,50 +119,56 @@ def ensure_limit(name: str, limit: int) -> None:
         client.upsert_global_concurrency_limit_by_name(name, limit)
 
 
-def ensure_limits(settings: Settings, tenant_ids: list[str] | tuple[str, ...] = ()) -> None:
-    """Create the cluster limit and the given tenants' locks (a deployment's setup step)."""
+def ensure_limits(settings: Settings) -> None:
+    """Create the cluster's backup limit (a deployment's setup step; flows do it on demand)."""
     ensure_limit(CLUSTER_LIMIT, settings.max_concurrent_backups)
-    for tenant_id in tenant_ids:
-        ensure_limit(tenant_lock_name(tenant_id), 1)
 
 
-def tenant_lock_name(tenant_id: str) -> str:
-    return f"tenant:{tenant_id}"
+def current_run_label() -> str | None:
+    """``<flow run name>, id <flow run id>`` of the flow run in this context, else None."""
+    from prefect.context import FlowRunContext
 
-
-_held_tenant_locks: ContextVar[frozenset[str]] = ContextVar(
-    "daai_backup_held_tenant_locks", default=frozenset()
-)
-
-
-def holds_tenant_lock(tenant_id: str) -> bool:
-    """True when this flow run (or a parent flow run in this process) holds the lock."""
-    return tenant_id in _held_tenant_locks.get()
+    context = FlowRunContext.get()
+    run = context.flow_run if context is not None else None
+    return None if run is None else f"{run.name}, id {run.id}"
 
 
 @contextmanager
 def tenant_lock(
-    tenant_id: str, *, wait_seconds: float | None = LOCK_WAIT_SECONDS
-) -> Iterator[None]:
-    """Hold the tenant's one-operation-at-a-time lock; a no-op if this context holds it."""
-    if holds_tenant_lock(tenant_id):
-        yield
-        return
-    name = tenant_lock_name(tenant_id)
-    ensure_limit(name, 1)
-    with concurrency(
-        name,
-        occupy=1,
-        strict=True,
-        timeout_seconds=wait_seconds,
-        lease_duration=LEASE_SECONDS,
-        raise_on_lease_renewal_failure=False,
-    ):
-        token = _held_tenant_locks.set(_held_tenant_locks.get() | {tenant_id})
-        try:
-            yield
-        finally:
-            _held_tenant_locks.reset(token)
+    ctx: EngineContext,
+    tenant_id: str,
+    operation: str,
+    *,
+    detail: str | None = None,
+    wait_seconds: float = LOCK_WAIT_SECONDS,
+) -> Iterator[lease.Lease]:
+    """Hold the tenant's lease (one operation per tenant); a no-op if this context holds it.
+
+    While another operation holds it, the flow run's log says who, every 10 s. Call
+    ``lock.check()`` before a step that must not run once another operation may have started.
+    """
+    logger = get_run_logger()
+
+    def on_wait(holder: lease.LeaseInfo, waited: float) -> None:
+        logger.info("tenant %s: %s", tenant_id, lease.waiting_message(holder, waited))
+
+    with lease.tenant_lease(
+        ctx.mongo_client,
+        ctx.settings,
+        tenant_id,
+        operation,
+        detail=detail,
+        owner_run=current_run_label(),
+        wait_seconds=wait_seconds,
+        on_wait=on_wait,
+    ) as held:
+        if held.waited_seconds >= 1:
+            logger.info(
+                "tenant %s: took the lease after waiting %s",
+                tenant_id,
+                lease.format_duration(held.waited_seconds),
+            )
+        yield held
 
 
 @contextmanager
@@ -169,7 +182,7 @@ def cluster_slot(
         occupy=1,
         strict=True,
         timeout_seconds=wait_seconds,
-        lease_duration=LEASE_SECONDS,
+        lease_duration=SLOT_LEASE_SECONDS,
         raise_on_lease_renewal_failure=False,
     ):
         yield

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prefect import get_run_logger, task
 
 from daai_backup import operations
@@ -54,9 +56,19 @@ def finish_interrupted_restore(ctx: EngineContext, tenant: Tenant) -> bool:
     retry_condition_fn=retry_if_transient,
     **DATA_TASK,
 )
-def restore_tenant(ctx: EngineContext, tenant: Tenant, filename: str) -> RestoreOutcome:
-    """Staged restore of one backup into the tenant's database, then the swap."""
-    outcome = operations.restore_tenant(ctx, tenant, filename, progress=report_progress)
+def restore_tenant(
+    ctx: EngineContext,
+    tenant: Tenant,
+    filename: str,
+    checkpoint: Callable[[], None] | None = None,
+) -> RestoreOutcome:
+    """Staged restore of one backup into the tenant's database, then the swap.
+
+    ``checkpoint`` (the tenant lease's ``check``) runs right before the swap.
+    """
+    outcome = operations.restore_tenant(
+        ctx, tenant, filename, progress=report_progress, checkpoint=checkpoint
+    )
     get_run_logger().info(
         "tenant %s: restored %s: %d collections, %d documents, %d dropped, in %.1f s",
         tenant.id,

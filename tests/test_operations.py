@@ -6,6 +6,7 @@ import base64
 import gzip
 import io
 import os
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -429,3 +430,55 @@ def test_safety_backups_are_outside_the_quota(
     assert report.used_bytes == tight.folder(tenant).usage_bytes() - safety.entry.size_bytes
     assert report.used_bytes >= size + filler
     assert "safety backups outside the quota" in report.describe()
+
+
+def test_a_lost_lease_stops_the_backup_before_its_commit_and_the_restore_before_its_swap(
+    mongo_client, mongo_uri, mongo_db_name, local_storage_url
+):
+    from daai_backup.errors import LeaseLost
+    from daai_backup.lease import lease_id, leases_collection, tenant_lease
+
+    _seed(mongo_client, mongo_db_name)
+    ctx = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name})
+    tenant = ctx.tenant("acme")
+    control = f"{mongo_db_name}_ctl"
+    try:
+        with tenant_lease(ctx.mongo_client, control, "acme", "backup") as held:
+            checks: list[int] = []
+
+            def check() -> None:
+                checks.append(1)
+                held.check()
+
+            good = backup_tenant(ctx, tenant, "manual", checkpoint=check).entry.file
+            assert checks  # called once everything was written
+        mongo_client[mongo_db_name].employees.delete_many({})
+        damaged = _state(mongo_client, mongo_db_name)
+
+        with tenant_lease(
+            ctx.mongo_client, control, "acme", "restore", ttl_seconds=3, renew_every=0.2
+        ) as held:
+            leases_collection(mongo_client, control).update_one(
+                {"_id": lease_id("acme")}, {"$set": {"holder": "successor"}}
+            )
+            for _ in range(100):
+                if held.lost:
+                    break
+                time.sleep(0.05)
+            with pytest.raises(LeaseLost):
+                backup_tenant(ctx, tenant, "manual", checkpoint=held.check)
+            assert [e.file for e in list_backups(ctx, tenant)] == [good]
+            folder = Path(local_storage_url.removeprefix("file://")) / "acme" / "db-backups"
+            assert all(good in p.name for p in folder.iterdir())  # no partial file left
+
+            with pytest.raises(LeaseLost):
+                restore_tenant(ctx, tenant, good, checkpoint=held.check)
+            assert _state(mongo_client, mongo_db_name) == damaged  # nothing live changed
+            assert not [
+                name
+                for name in mongo_client[mongo_db_name].list_collection_names()
+                if name.startswith("__daai")
+            ]
+    finally:
+        ctx.close()
+        mongo_client.drop_database(control)

@@ -21,8 +21,10 @@ def test_documented_names_are_read_from_the_environment(
     monkeypatch.setenv("BACKUP_ENCRYPTION_KEY", KEY)
     monkeypatch.setenv("DAAI_BACKUP_STORAGE_URL", "s3://bucket/prefix/")
     monkeypatch.setenv("DAAI_BACKUP_TIMEZONE", "Europe/Berlin")
+    monkeypatch.setenv("DAAI_BACKUP_CONTROL_DATABASE", "backup_leases")
     settings = Settings()
     assert settings.storage_url == "s3://bucket/prefix"
+    assert settings.control_database == "backup_leases"
     assert settings.timezone == "Europe/Berlin"
     assert settings.keyring.require_current().fingerprint
     assert KEY not in repr(settings)
@@ -69,3 +71,7 @@ def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         Settings(timezone="Nowhere/Land")
     with pytest.raises(ValidationError, match="file:///absolute/path"):
         Settings(storage_url="relative/path")
+    assert Settings().control_database == "daai_backup_control"
+    for name in ("", "a.b", "a b", "a/b", "x" * 64):
+        with pytest.raises(ValidationError, match="not a valid MongoDB database name"):
+            Settings(control_database=name)

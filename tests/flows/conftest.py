@@ -32,7 +32,8 @@ def prefect_server() -> Iterator[None]:
 
 @pytest.fixture(scope="session", autouse=True)
 def concurrency_limits(prefect_server: None) -> None:
-    """Each harness starts empty: create the cluster's backup limit."""
+    """Each harness starts empty: create the cluster's backup limit (tenants' leases live in
+    MongoDB and need no setup)."""
     from daai_backup.settings import Settings
     from tasks.common import ensure_limits
 

@@ -62,6 +62,37 @@ class FlowEnv:
         return load_context()
 
 
+class HeldLease:
+    """A tenant's lease held by a thread of its own, as an operation outside Prefect would
+    (a CLI run with its own temporary Prefect server, a script): a fresh context and its own
+    client, so no flow run sees it as its own."""
+
+    def __init__(self, mongo_uri: str, tenant_id: str, operation: str, **kw: Any) -> None:
+        from pymongo import MongoClient
+
+        from daai_backup.lease import tenant_lease
+
+        self._held = threading.Event()
+        self._release = threading.Event()
+
+        def hold() -> None:
+            client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
+            try:
+                with tenant_lease(client, "daai_backup_control", tenant_id, operation, **kw):
+                    self._held.set()
+                    self._release.wait(120)
+            finally:
+                client.close()
+
+        self.thread = threading.Thread(target=hold, daemon=True)
+        self.thread.start()
+        assert self._held.wait(10), "could not take the lease"
+
+    def release(self) -> None:
+        self._release.set()
+        self.thread.join(10)
+
+
 class Background:
     """A flow run in a thread (with the test's Prefect settings), and its final state."""
 
@@ -104,6 +135,25 @@ def wait_for_paused(flow_run_name: str, timeout: float = 60, after: int = 0) -> 
                     return run
             time.sleep(0.2)
     raise AssertionError(f"{flow_run_name} did not pause within {timeout} s")
+
+
+def run_log_line(flow_run_id: Any, containing: str, timeout: float = 20) -> str:
+    """The first log line of the flow run containing ``containing`` (logs reach the API in
+    batches, so this polls)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            logs = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            )
+            for log in logs:
+                if containing in log.message:
+                    return log.message
+            time.sleep(0.5)
+    raise AssertionError(f"no log line of flow run {flow_run_id} contains {containing!r}")
 
 
 def seed(mongo_client: Any, database: str, docs: int = 50, blob: int = 64) -> None:

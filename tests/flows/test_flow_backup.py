@@ -1,4 +1,4 @@
-"""The backup flow: every refusal branch, the happy path, its artifacts, and the tenant lock."""
+"""The backup flow: every refusal branch, the happy path, its artifacts, and the tenant lease."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import os
 import time
 from typing import Any
 
-from flowkit import OWNER, Background, FlowEnv, artifact, files_of, seed
+from flowkit import OWNER, Background, FlowEnv, HeldLease, artifact, files_of, run_log_line, seed
 
 from daai_backup.errors import PermissionDenied
 from flows.backup import backup
-from tasks.common import ensure_limit, progress_listener, tenant_lock_name
+from tasks.common import progress_listener
 
 
 def test_manual_backup_writes_one_file_and_publishes_the_list(
@@ -99,21 +99,27 @@ def test_quota_refuses_with_figures_and_writes_nothing(
     assert files_of(flow_env, tid) == []
 
 
-def test_backup_waits_while_another_operation_holds_the_tenant_lock(
+def test_backup_waits_while_an_operation_outside_prefect_holds_the_tenant_lease(
     flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
 ) -> None:
-    from prefect.concurrency.sync import concurrency
-
     seed(mongo_client, mongo_db_name, docs=5)
     tid = flow_env.add_tenant(mongo_db_name)
-    ensure_limit(tenant_lock_name(tid), 1)
-    with concurrency(tenant_lock_name(tid), occupy=1, strict=True):
+    holder = HeldLease(
+        flow_env.mongo_uri, tid, "restore", detail="manual_x.gz.enc", owner_run="cli restore"
+    )
+    try:
         run = Background(lambda: backup(tenant=tid, actor=OWNER, return_state=True))
         time.sleep(4)
         assert run.thread.is_alive()
         assert files_of(flow_env, tid) == []
         released = time.time()
+    finally:
+        holder.release()
     state = run.join(60)
     assert state.is_completed()
     (entry,) = flow_env.context().folder(flow_env.context().tenant(tid)).entries()
     assert entry.taken_at.timestamp() >= released - 1
+    line = run_log_line(state.state_details.flow_run_id, "waiting for the restore of")
+    assert line.startswith(f"tenant {tid}: waiting for the restore of {tid} (manual_x.gz.enc; ")
+    assert f"pid {os.getpid()}, run cli restore) to finish: " in line
+    assert run_log_line(state.state_details.flow_run_id, "took the lease after waiting")

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowkit import OWNER, Background, FlowEnv, artifact, files_of, seed, wait_for_paused
+from flowkit import (
+    OWNER,
+    Background,
+    FlowEnv,
+    HeldLease,
+    artifact,
+    files_of,
+    run_log_line,
+    seed,
+    wait_for_paused,
+)
 
 from daai_backup import operations
 from daai_backup.errors import ConfirmationMismatch, InvalidName, ObjectNotFound, PermissionDenied
@@ -223,3 +233,38 @@ def test_a_restore_torn_mid_swap_is_finished_before_the_safety_backup(
     finally:
         ctx.close()
     assert contents(mongo_client, mongo_db_name) == earlier  # the earlier restore, whole
+
+
+def test_restore_waits_while_an_operation_outside_prefect_holds_the_tenant_lease(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    import time
+
+    seed(mongo_client, mongo_db_name, docs=5)
+    tid = flow_env.add_tenant(mongo_db_name)
+    file = take(flow_env, tid)
+    mongo_client[mongo_db_name]["people"].insert_one({"_id": 99})
+    holder = HeldLease(flow_env.mongo_uri, tid, "backup", detail="manual backup", owner_run="s")
+    try:
+        run = Background(
+            lambda: restore(
+                tenant=tid,
+                file=file,
+                actor=OWNER,
+                confirm_workspace_name=f"Workspace {tid}",
+                return_state=True,
+            )
+        )
+        time.sleep(3)
+        assert run.thread.is_alive()
+        assert files_of(flow_env, tid) == [file]  # no safety backup yet
+        assert ids(mongo_client, mongo_db_name) == [0, 1, 2, 3, 4, 99]
+    finally:
+        holder.release()
+    state = run.join(60)
+    assert state.is_completed(), state
+    assert ids(mongo_client, mongo_db_name) == [0, 1, 2, 3, 4]
+    # The safety backup (a subflow) ran inside the restore's lease without waiting on it.
+    assert len([f for f in files_of(flow_env, tid) if f.startswith("pre-restore_")]) == 1
+    line = run_log_line(state.state_details.flow_run_id, "waiting for the backup of")
+    assert f"waiting for the backup of {tid} (manual backup; started " in line
