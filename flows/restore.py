@@ -23,7 +23,13 @@ from flows.backup import pre_restore_backup
 from flows.common import engine, local_time
 from tasks.catalog import describe_backup
 from tasks.common import tenant_lock
-from tasks.restore import check_key_can_read, finish_interrupted_restore, restore_tenant
+from tasks.restore import (
+    discard_restore,
+    finish_interrupted_restore,
+    preflight_restore,
+    stage_restore,
+    swap_restore,
+)
 
 CONFIRM_ATTEMPTS: Final = 3
 """Wrong names typed before the run gives up (each is logged)."""
@@ -97,9 +103,8 @@ def restore(
     logger = get_run_logger()
     with engine() as ctx:
         who = ctx.tenant(tenant)
-        who.require(actor, "restore")
-        entry = describe_backup(ctx, who, file)
-        check_key_can_read(ctx, who, file)
+        # Everything that can be checked is checked before anyone is asked to confirm.
+        entry = preflight_restore(ctx, who, file, actor)
         if confirm_workspace_name is None:
             ask_confirmation(ctx, who, entry, confirm_timeout_seconds)
         elif confirm_workspace_name != who.workspace_name:
@@ -113,9 +118,20 @@ def restore(
             # safety backup holds that earlier restore whole, never a mix of two states.
             lease.check()
             finish_interrupted_restore(ctx, who)
-            safety = pre_restore_backup(tenant=who.id, actor=actor, restoring=file)
-            logger.info("tenant %s: safety backup %s taken", who.id, safety["file"])
-            outcome = restore_tenant(ctx, who, file, checkpoint=lease.check)
+            # Load and verify first: a bad archive fails here and costs no safety backup.
+            staged = stage_restore(ctx, who, file)
+            try:
+                # The safety backup is taken as late as possible, so it holds the live
+                # state right before the swap (the staging collections are never dumped).
+                lease.check()
+                safety = pre_restore_backup(tenant=who.id, actor=actor, restoring=file)
+                logger.info("tenant %s: safety backup %s taken", who.id, safety["file"])
+                outcome = swap_restore(ctx, who, staged, checkpoint=lease.check)
+            except BaseException:
+                # Still staged (not swapping): drop the copy, live data was never touched.
+                # Mid-swap: left for the next restore to finish.
+                discard_restore(ctx, who, staged)
+                raise
         when = local_time(ctx, who, entry)
         create_markdown_artifact(
             "\n".join(

@@ -1,4 +1,4 @@
-"""Tasks of a restore: check the key can read the backup, finish an interrupted one, restore."""
+"""Tasks of a restore: refuse early, finish an interrupted one, stage, swap (or discard)."""
 
 from __future__ import annotations
 
@@ -7,33 +7,37 @@ from collections.abc import Callable
 from prefect import get_run_logger, task
 
 from daai_backup import operations
-from daai_backup.operations import EngineContext, RestoreOutcome
+from daai_backup.catalog import BackupEntry
+from daai_backup.operations import EngineContext, RestoreOutcome, StagedOutcome
 from daai_backup.tenants import Tenant
 from tasks.common import DATA_TASK, report_progress, retry_if_transient
 
 CHECK_TIMEOUT_SECONDS = 300
 RESTORE_TIMEOUT_SECONDS = 12 * 3600
 #: A swap by copy (servers whose rename loses options) is O(data), like a restore.
-FINISH_SWAP_TIMEOUT_SECONDS = RESTORE_TIMEOUT_SECONDS
+SWAP_TIMEOUT_SECONDS = RESTORE_TIMEOUT_SECONDS
 
 
 @task(
-    name="check-key",
-    task_run_name="check-key-{tenant.id}",
+    name="preflight-restore",
+    task_run_name="preflight-restore-{tenant.id}",
     timeout_seconds=CHECK_TIMEOUT_SECONDS,
     retry_condition_fn=retry_if_transient,
     **DATA_TASK,
 )
-def check_key_can_read(ctx: EngineContext, tenant: Tenant, filename: str) -> None:
-    """Refuse early when the configured keys cannot read the backup (legacy needs none)."""
-    operations.check_key_can_read(ctx, tenant, filename)
-    get_run_logger().info("tenant %s: the configured keys can read %s", tenant.id, filename)
+def preflight_restore(
+    ctx: EngineContext, tenant: Tenant, filename: str, actor: str | None
+) -> BackupEntry:
+    """Refuse a restore that must not start (permission, file, key, safety backup possible)."""
+    entry = operations.preflight_restore(ctx, tenant, filename, actor=actor)
+    get_run_logger().info("tenant %s: %s can be restored by %s", tenant.id, filename, actor)
+    return entry
 
 
 @task(
     name="finish-interrupted-restore",
     task_run_name="finish-interrupted-restore-{tenant.id}",
-    timeout_seconds=FINISH_SWAP_TIMEOUT_SECONDS,
+    timeout_seconds=SWAP_TIMEOUT_SECONDS,
     retry_condition_fn=retry_if_transient,
     **DATA_TASK,
 )
@@ -50,32 +54,66 @@ def finish_interrupted_restore(ctx: EngineContext, tenant: Tenant) -> bool:
 
 
 @task(
-    name="restore-tenant",
-    task_run_name="restore-{tenant.id}",
+    name="stage-restore",
+    task_run_name="stage-restore-{tenant.id}",
     timeout_seconds=RESTORE_TIMEOUT_SECONDS,
     retry_condition_fn=retry_if_transient,
     **DATA_TASK,
 )
-def restore_tenant(
+def stage_restore(ctx: EngineContext, tenant: Tenant, filename: str) -> StagedOutcome:
+    """Load the backup beside the live data and verify it whole; nothing live changes."""
+    staged = operations.stage_restore(ctx, tenant, filename, progress=report_progress)
+    get_run_logger().info(
+        "tenant %s: staged %s: %d collections, %d documents, verified, in %.1f s",
+        tenant.id,
+        filename,
+        staged.collections,
+        staged.documents,
+        staged.duration_s,
+    )
+    return staged
+
+
+@task(
+    name="swap-restore",
+    task_run_name="swap-restore-{tenant.id}",
+    timeout_seconds=SWAP_TIMEOUT_SECONDS,
+    retry_condition_fn=retry_if_transient,
+    **DATA_TASK,
+)
+def swap_restore(
     ctx: EngineContext,
     tenant: Tenant,
-    filename: str,
+    staged: StagedOutcome,
     checkpoint: Callable[[], None] | None = None,
 ) -> RestoreOutcome:
-    """Staged restore of one backup into the tenant's database, then the swap.
+    """Put the staged copy in place (a retry finishes a swap a failure interrupted).
 
     ``checkpoint`` (the tenant lease's ``check``) runs right before the swap.
     """
-    outcome = operations.restore_tenant(
-        ctx, tenant, filename, progress=report_progress, checkpoint=checkpoint
-    )
+    outcome = operations.swap_restore(ctx, tenant, staged, checkpoint=checkpoint)
     get_run_logger().info(
         "tenant %s: restored %s: %d collections, %d documents, %d dropped, in %.1f s",
         tenant.id,
-        filename,
+        staged.file,
         outcome.collections,
         outcome.documents,
         len(outcome.dropped),
         outcome.duration_s,
     )
     return outcome
+
+
+@task(
+    name="discard-restore",
+    task_run_name="discard-restore-{tenant.id}",
+    timeout_seconds=CHECK_TIMEOUT_SECONDS,
+    retry_condition_fn=retry_if_transient,
+    **DATA_TASK,
+)
+def discard_restore(ctx: EngineContext, tenant: Tenant, staged: StagedOutcome) -> bool:
+    """Drop a staged copy that will not be swapped in (live data was never touched)."""
+    dropped = operations.discard_restore(ctx, tenant, staged)
+    if dropped:
+        get_run_logger().info("tenant %s: dropped the staged copy of %s", tenant.id, staged.file)
+    return dropped

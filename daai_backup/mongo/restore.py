@@ -417,10 +417,7 @@ def _staged_journal(db: Database[Any], run: str) -> tuple[Mapping[str, Any], dic
         )
     state = journal.get("state")
     if state == "swapping":
-        raise DatabaseError(
-            f"restore run {run} of database {db.name!r} is already swapping collections in; "
-            "run the same restore again to finish it"
-        )
+        return journal, live_collections(db)  # a retry: the caller finishes this swap
     if state != "staged":
         raise DatabaseError(
             f"restore run {run} of database {db.name!r} is {state!r}, not staged; {again}"
@@ -450,7 +447,8 @@ def swap_staged(
     mid-swap is finished by the next restore (or ``finish_interrupted_restore``).
 
     Refuses with ``DatabaseError``, changing nothing, when that run is no longer the staged
-    one (another restore replaced or removed it, or its staged copy is gone).
+    one (another restore replaced or removed it, or its staged copy is gone). Called again
+    for a run whose swap a failure interrupted, it finishes that swap (a task retry).
     """
     run = staged if isinstance(staged, str) else staged.run
     if isinstance(staged, StagedRestore) and staged.database != database:
@@ -462,18 +460,24 @@ def swap_staged(
     t0 = time.monotonic()
     with translated(f"swapping the staged restore of {database!r} in"):
         journal, live = _staged_journal(db, run)
-        snapshot = set(journal["snapshot"])
-        extras = sorted(name for name in live if is_backed_up(name) and name not in snapshot)
-        claimed = db.get_collection(JOURNAL).update_one(
-            {"_id": JOURNAL_ID, "run": run, "state": "staged"},
-            {"$set": {"state": "swapping", "drop": extras}},
-        )
-        if claimed.matched_count != 1:  # another run took it between the read and now
-            raise DatabaseError(
-                f"staged restore run {run} of database {db.name!r} changed while its swap "
-                "started; stage the restore again"
+        if journal.get("state") == "swapping":
+            # This run's swap was interrupted (a retry after a failure mid-swap): every
+            # step is idempotent, so finishing it is repeating it.
+            extras = list(journal.get("drop", []))
+            apply_swap(db, journal, None)
+        else:
+            snapshot = set(journal["snapshot"])
+            extras = sorted(name for name in live if is_backed_up(name) and name not in snapshot)
+            claimed = db.get_collection(JOURNAL).update_one(
+                {"_id": JOURNAL_ID, "run": run, "state": "staged"},
+                {"$set": {"state": "swapping", "drop": extras}},
             )
-        apply_swap(db, {**journal, "state": "swapping", "drop": extras}, _fail_at)
+            if claimed.matched_count != 1:  # another run took it between the read and now
+                raise DatabaseError(
+                    f"staged restore run {run} of database {db.name!r} changed while its "
+                    "swap started; stage the restore again"
+                )
+            apply_swap(db, {**journal, "state": "swapping", "drop": extras}, _fail_at)
     swap_seconds = time.monotonic() - t0
     if not isinstance(staged, StagedRestore):
         staged = _staged_from_journal(database, journal)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
+import pytest
 from flowkit import (
     OWNER,
     Background,
@@ -17,7 +19,15 @@ from flowkit import (
 )
 
 from daai_backup import operations
-from daai_backup.errors import ConfirmationMismatch, InvalidName, ObjectNotFound, PermissionDenied
+from daai_backup.errors import (
+    ConfirmationMismatch,
+    InvalidName,
+    ObjectNotFound,
+    PermissionDenied,
+    StorageError,
+)
+from daai_backup.names import BackupName
+from daai_backup.storage import MemoryStorage
 from flows.restore import restore
 
 
@@ -150,14 +160,22 @@ def test_confirmation_given_as_parameter_must_match_exactly(
     assert ids(mongo_client, mongo_db_name) == [0, 1, 2, 3, 4]
 
 
-def test_a_failing_safety_backup_stops_the_restore(
-    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+def test_a_failing_safety_backup_stops_the_restore_and_drops_the_staged_copy(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seed(mongo_client, mongo_db_name, docs=150, blob=10_000)  # ~1.5 MB, incompressible
+    seed(mongo_client, mongo_db_name, docs=20)
     tid = flow_env.add_tenant(mongo_db_name)
     file = take(flow_env, tid)
     mongo_client[mongo_db_name]["people"].insert_one({"_id": 9999})
-    flow_env.update_tenant(tid, storage_quota_mb=2)  # 1.5 MB used + 1.5 MB expected > 2 MB
+
+    real_put = MemoryStorage.put_stream
+
+    def failing_put(self: MemoryStorage, key: str, source: Any, metadata: Any = None) -> Any:
+        if "/pre-restore_" in key:  # injected fault: the safety backup cannot be stored
+            raise StorageError(f"cannot write {key!r}: the disk is full")
+        return real_put(self, key, source, metadata)
+
+    monkeypatch.setattr(MemoryStorage, "put_stream", failing_put)
     state = restore(
         tenant=tid,
         file=file,
@@ -166,9 +184,60 @@ def test_a_failing_safety_backup_stops_the_restore(
         return_state=True,
     )
     assert state.is_failed()
-    assert "quota" in (state.message or "")
+    assert "disk is full" in (state.message or "")
     assert ids(mongo_client, mongo_db_name)[-1] == 9999  # the live data is untouched
+    assert not [n for n in mongo_client[mongo_db_name].list_collection_names() if "__daai" in n]
     assert files_of(flow_env, tid) == [file]
+
+
+def test_a_corrupt_backup_is_refused_before_any_safety_backup(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    seed(mongo_client, mongo_db_name, docs=20)
+    tid = flow_env.add_tenant(mongo_db_name)
+    file = take(flow_env, tid)
+    ctx = flow_env.context()
+    try:
+        folder = ctx.folder(ctx.tenant(tid))
+        with folder.open(file) as src:
+            data = bytearray(src.read())
+        data[len(data) // 2] ^= 0x01  # one bit flipped in the middle of the archive
+        folder.write(BackupName.parse(file), io.BytesIO(bytes(data)))
+    finally:
+        ctx.close()
+    mongo_client[mongo_db_name]["people"].insert_one({"_id": 9999})
+    state = restore(
+        tenant=tid,
+        file=file,
+        actor=OWNER,
+        confirm_workspace_name=f"Workspace {tid}",
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert "damaged or was altered" in (state.message or "")
+    assert ids(mongo_client, mongo_db_name)[-1] == 9999
+    assert files_of(flow_env, tid) == [file]  # no safety backup was spent on it
+
+
+def test_an_emergency_restore_is_not_blocked_by_the_quota(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    seed(mongo_client, mongo_db_name, docs=150, blob=10_000)  # ~1.5 MB, incompressible
+    tid = flow_env.add_tenant(mongo_db_name)
+    file = take(flow_env, tid)
+    mongo_client[mongo_db_name]["people"].insert_one({"_id": 9999})
+    flow_env.update_tenant(tid, storage_quota_mb=2)  # 1.5 MB used + 1.5 MB more > 2 MB
+    state = restore(
+        tenant=tid,
+        file=file,
+        actor=OWNER,
+        confirm_workspace_name=f"Workspace {tid}",
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    assert 9999 not in ids(mongo_client, mongo_db_name)
+    safety = [f for f in files_of(flow_env, tid) if f.startswith("pre-restore_")]
+    assert len(safety) == 1  # taken, over the quota, and reported by `usage`
 
 
 def contents(mongo_client: Any, database: str) -> dict[str, list[Any]]:
@@ -184,10 +253,6 @@ def contents(mongo_client: Any, database: str) -> dict[str, list[Any]]:
 def test_a_restore_torn_mid_swap_is_finished_before_the_safety_backup(
     flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
 ) -> None:
-    import io
-
-    import pytest
-
     from daai_backup.mongo import dump_database, interrupted_restore, restore_database
     from daai_backup.mongo.restore import _SimulatedCrash
 

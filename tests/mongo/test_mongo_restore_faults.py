@@ -315,12 +315,25 @@ def test_crash_mid_swap_after_separate_staging(
         swap_staged(mongo_client, name, staged, _fail_at="swap")
     assert _user_state(db_state(mongo_client, name)) not in (live, snapshot)
     assert interrupted_restore(mongo_client, name)
-    with pytest.raises(DatabaseError, match="already swapping collections in"):
-        swap_staged(mongo_client, name, staged)
     with pytest.raises(DatabaseError, match="interrupted while swapping"):
         dump_database(mongo_client, name, io.BytesIO())
     assert finish_interrupted_restore(mongo_client, name)
     assert db_state(mongo_client, name) == snapshot
+
+
+def test_swapping_the_same_run_again_finishes_an_interrupted_swap(
+    mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
+) -> None:
+    """A task retry after a failure mid-swap: the same call finishes it."""
+    name, archive, snapshot, live = scenario
+    staged = stage_restore(mongo_client, name, io.BytesIO(archive))
+    with pytest.raises(_SimulatedCrash):
+        swap_staged(mongo_client, name, staged, _fail_at="swap")
+    assert _user_state(db_state(mongo_client, name)) not in (live, snapshot)
+    result = swap_staged(mongo_client, name, staged)
+    assert db_state(mongo_client, name) == snapshot
+    assert result.dropped == ["extra"]
+    assert not interrupted_restore(mongo_client, name)
 
 
 _KILL_SCRIPT = textwrap.dedent(
