@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -40,6 +40,7 @@ from daai_backup.errors import (
     ArchiveCorrupt,
     DaaiBackupError,
     KeyMissing,
+    NotAnArchive,
     ObjectNotFound,
     QuotaExceeded,
     SubscriptionSuspended,
@@ -60,6 +61,7 @@ from daai_backup.quota import MB, QuotaReport, check_quota
 from daai_backup.settings import Settings, load_settings
 from daai_backup.streams import CountingReader, produce_into_pipe
 from daai_backup.tenants import Tenant, TenantRegistry
+from daai_backup.verification import VerificationRecord
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
@@ -535,21 +537,43 @@ def finish_interrupted_restore(ctx: EngineContext, tenant: Tenant) -> bool:
     return _finish_interrupted_restore(ctx.mongo_client, tenant.database)
 
 
-def verify_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> VerifyOutcome:
-    """Read one backup whole and check every tag and CRC; needs no database."""
+#: Errors that make a backup file bad, as opposed to a problem of this side: a missing or
+#: wrong key (``KeyMissing``, ``WrongKey``), a format version of a newer build
+#: (``UnsupportedFormat``), storage or network trouble. Only these are recorded as bad.
+BAD_FILE_ERRORS: tuple[type[DaaiBackupError], ...] = (ArchiveCorrupt, NotAnArchive, WrongTenant)
+
+
+def verify_backup(
+    ctx: EngineContext, tenant: Tenant, filename: str, *, record: bool = True
+) -> VerifyOutcome:
+    """Read one backup whole and check every tag and CRC; needs no database.
+
+    With ``record`` the result is kept beside the backup (:meth:`BackupFolder.
+    record_verification`) for retention and the lists: good, or bad with the reason when
+    the file itself is bad (:data:`BAD_FILE_ERRORS`); a key or storage problem records
+    nothing, since it says nothing about the file. A record that cannot be written is
+    logged, never a reason to fail the verification.
+    """
     started = time.monotonic()
     entry = describe_backup(ctx, tenant, filename)
     namespaces = 0
     documents = 0
-    with ctx.folder(tenant).open(filename) as stored:
-        plain = open_plaintext(
-            stored, ctx.settings.keyring, tenant.id, name=filename, encrypted=entry.encrypted
-        )
-        archive = open_gzip_reader(plain)
-        for event in read_archive(archive):
-            if isinstance(event, NamespaceEnd):
-                namespaces += 1
-                documents += event.documents
+    try:
+        with ctx.folder(tenant).open(filename) as stored:
+            plain = open_plaintext(
+                stored, ctx.settings.keyring, tenant.id, name=filename, encrypted=entry.encrypted
+            )
+            archive = open_gzip_reader(plain)
+            for event in read_archive(archive):
+                if isinstance(event, NamespaceEnd):
+                    namespaces += 1
+                    documents += event.documents
+    except BAD_FILE_ERRORS as exc:
+        if record:
+            _record_verification(ctx, tenant, entry, error=str(exc))
+        raise
+    if record:
+        _record_verification(ctx, tenant, entry, error=None)
     return VerifyOutcome(
         file=filename,
         encrypted=entry.encrypted,
@@ -560,6 +584,59 @@ def verify_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> VerifyOu
     )
 
 
+def _record_verification(
+    ctx: EngineContext, tenant: Tenant, entry: BackupEntry, *, error: str | None
+) -> None:
+    record = VerificationRecord(
+        file=entry.file,
+        verified_at=datetime.now(UTC),
+        ok=error is None,
+        error=error,
+        size_bytes=entry.size_bytes,
+    )
+    try:
+        ctx.folder(tenant).record_verification(entry.file, record)
+    except DaaiBackupError as exc:
+        logger.warning("tenant %s: verification of %s not recorded: %s", tenant.id, entry.file, exc)
+
+
+@dataclass(frozen=True)
+class VerificationStatus:
+    """Which of a tenant's backups are known good or bad (their last verification)."""
+
+    good: frozenset[str]
+    bad: frozenset[str]
+    records: dict[str, VerificationRecord]
+
+
+def verification_status(
+    ctx: EngineContext, tenant: Tenant, entries: Sequence[BackupEntry]
+) -> VerificationStatus:
+    """The verification records of ``entries``; a record only counts while the backup's size
+    is still the size that was verified (a file replaced since is not known anything)."""
+    sizes = {e.file: e.size_bytes for e in entries}
+    records = {
+        name: r
+        for name, r in ctx.folder(tenant).verifications().items()
+        if sizes.get(name) == r.size_bytes
+    }
+    return VerificationStatus(
+        good=frozenset(n for n, r in records.items() if r.ok),
+        bad=frozenset(n for n, r in records.items() if not r.ok),
+        records=records,
+    )
+
+
+def remove_leftovers(ctx: EngineContext, tenant: Tenant) -> int:
+    """Remove what killed operations left in the tenant's folder; the bytes freed.
+
+    Unfinished writes (temporary files, incomplete S3 multipart uploads), side files and
+    verification records whose backup is gone. The caller MUST hold the tenant's lease:
+    storage that cannot tell a live write from a dead one removes every unfinished write.
+    """
+    return ctx.folder(tenant).remove_leftovers()
+
+
 def delete_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> None:
     """Delete one of the tenant's backups (retention's apply step)."""
     describe_backup(ctx, tenant, filename)
@@ -567,11 +644,13 @@ def delete_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> None:
 
 
 __all__ = [
+    "BAD_FILE_ERRORS",
     "BackupOutcome",
     "EngineContext",
     "Progress",
     "RestoreOutcome",
     "StagedOutcome",
+    "VerificationStatus",
     "VerifyOutcome",
     "backup_tenant",
     "check_key_can_read",
@@ -586,8 +665,10 @@ __all__ = [
     "preflight_restore",
     "quota_report",
     "read_backup_header",
+    "remove_leftovers",
     "restore_tenant",
     "stage_restore",
     "swap_restore",
+    "verification_status",
     "verify_backup",
 ]

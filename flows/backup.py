@@ -22,7 +22,7 @@ from daai_backup.tenants import Tenant
 from flows.common import engine, publish_backup_list, publish_key_missing
 from flows.retention import retention
 from tasks.backup import backup_tenant, preflight_backup
-from tasks.catalog import list_backups
+from tasks.catalog import list_backups, remove_leftovers
 from tasks.common import cluster_slot, tenant_lock
 
 
@@ -45,6 +45,9 @@ def take_backup(
         publish_key_missing(tenant, str(exc))
         raise
     with tenant_lock(ctx, tenant.id, "backup", detail=f"{label} backup") as lease:
+        # What killed runs left (temporary files, incomplete uploads) goes first: holding
+        # the lease, nothing else can be writing to the tenant's folder.
+        remove_leftovers(ctx, tenant)
         with cluster_slot(ctx.settings):
             progress = cast(
                 UUID,

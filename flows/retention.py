@@ -11,23 +11,75 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from daai_backup import retention as rules
-from daai_backup.catalog import human_size
+from daai_backup.catalog import BackupEntry, human_size, newest_first
 from daai_backup.errors import DaaiBackupError
-from daai_backup.operations import EngineContext
+from daai_backup.operations import BAD_FILE_ERRORS, EngineContext
 from daai_backup.tenants import Tenant
 from flows.common import engine, local_time, publish_backup_list
-from tasks.catalog import delete_backup, list_backups
+from tasks.catalog import delete_backup, list_backups, remove_leftovers, verification_status
 from tasks.common import tenant_lock
+from tasks.verify import verify_backup
+
+
+def confirm_newest_good(
+    ctx: EngineContext,
+    tenant: Tenant,
+    entries: list[BackupEntry],
+    good: set[str],
+    bad: set[str],
+) -> None:
+    """Make sure the newest backup that can be good is known to be: verify (read whole)
+    newest first until one passes, adding to ``good`` and ``bad`` as it goes.
+
+    Retention deletes nothing unless a newer known-good backup remains, so this runs only
+    when something would be deleted. Usually one read of the newest backup (the one just
+    written) settles it. A key problem stops the search: nothing is known, nothing deleted.
+    """
+    logger = get_run_logger()
+    for entry in newest_first(entries):
+        if entry.file in good:
+            return
+        if entry.file in bad:
+            continue
+        try:
+            verify_backup(ctx, tenant, entry.file)
+        except BAD_FILE_ERRORS as exc:
+            bad.add(entry.file)
+            logger.error(
+                "tenant %s: %s is BAD and never counts as good: %s", tenant.id, entry.file, exc
+            )
+            continue
+        except DaaiBackupError as exc:
+            logger.warning(
+                "tenant %s: cannot verify %s (%s): nothing is deleted until a backup is known good",
+                tenant.id,
+                entry.file,
+                exc,
+            )
+            return
+        good.add(entry.file)
+        return
 
 
 def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dict[str, Any]:
-    """List, plan and (unless ``dry_run``) delete; the caller's flow run holds nothing yet."""
+    """List, plan and (unless ``dry_run``) delete; the caller's flow run holds nothing yet.
+
+    Only verified backups count as good (``retention.plan(known_good=...)``): a backup is
+    deleted only while a newer one that passed verification remains.
+    """
     logger = get_run_logger()
     with tenant_lock(ctx, tenant.id, "retention", detail="dry run" if dry_run else None) as lease:
+        if not dry_run:
+            remove_leftovers(ctx, tenant)
         # A listing that fails raises here: nothing is planned, nothing deleted.
         entries = list_backups(ctx, tenant)
         active = tenant.active_frequency()
-        decided = rules.plan(entries, active, datetime.now(UTC))
+        now = datetime.now(UTC)
+        status = verification_status(ctx, tenant, entries)
+        good, bad = set(status.good), set(status.bad)
+        if rules.plan(entries, active, now, known_bad=bad).delete:
+            confirm_newest_good(ctx, tenant, entries, good, bad)
+        decided = rules.plan(entries, active, now, known_bad=bad, known_good=good)
         deleted: list[str] = []
         failed: dict[str, str] = {}
         for entry in decided.delete:

@@ -59,3 +59,43 @@ def delete_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> None:
     """Delete one of the tenant's backups (idempotent)."""
     operations.delete_backup(ctx, tenant, filename)
     get_run_logger().info("tenant %s: deleted %s", tenant.id, filename)
+
+
+@task(
+    name="verification-status",
+    task_run_name="verification-status-{tenant.id}",
+    timeout_seconds=LIST_TIMEOUT_SECONDS,
+    retry_condition_fn=retry_if_transient,
+    **DATA_TASK,
+)
+def verification_status(
+    ctx: EngineContext, tenant: Tenant, entries: list[BackupEntry]
+) -> operations.VerificationStatus:
+    """Which of the tenant's backups are known good or bad (their last verification)."""
+    status = operations.verification_status(ctx, tenant, entries)
+    get_run_logger().info(
+        "tenant %s: %d backups known good, %d known bad",
+        tenant.id,
+        len(status.good),
+        len(status.bad),
+    )
+    return status
+
+
+@task(
+    name="remove-leftovers",
+    task_run_name="remove-leftovers-{tenant.id}",
+    timeout_seconds=DELETE_TIMEOUT_SECONDS,
+    retry_condition_fn=retry_if_transient,
+    **DATA_TASK,
+)
+def remove_leftovers(ctx: EngineContext, tenant: Tenant) -> int:
+    """Remove what killed operations left in the tenant's folder (holding its lease)."""
+    freed = operations.remove_leftovers(ctx, tenant)
+    if freed:
+        get_run_logger().warning(
+            "tenant %s: removed %s left behind by interrupted operations",
+            tenant.id,
+            human_size(freed),
+        )
+    return freed

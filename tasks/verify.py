@@ -21,7 +21,7 @@ VERIFY_TIMEOUT_SECONDS = 6 * 3600
     **DATA_TASK,
 )
 def verify_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> VerifyOutcome:
-    """Read one backup whole; every authentication tag and CRC is checked."""
+    """Read one backup whole (every tag and CRC checked) and record the result beside it."""
     outcome = operations.verify_backup(ctx, tenant, filename)
     get_run_logger().info(
         "tenant %s: %s is good: %d namespaces, %d documents, %s, in %.1f s",

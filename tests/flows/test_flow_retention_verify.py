@@ -3,28 +3,36 @@
 from __future__ import annotations
 
 import io
+import os
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from flowkit import FlowEnv, artifact, files_of, seed
+from flowkit import OWNER, FlowEnv, artifact, files_of, seed
 from prefect import flow
 
 from daai_backup import operations
 from daai_backup.backup_folder import BackupFolder
 from daai_backup.errors import StorageError, TransientStorageError
+from daai_backup.keys import generate_master_key
 from daai_backup.names import new_backup_name
 from daai_backup.storage import MemoryStorage, ObjectInfo, storage_from_url
 from daai_backup.tenants import Tenant
+from daai_backup.verification import VerificationRecord
+from flows.backup import backup
 from flows.retention import retention, retention_sweep
 from flows.verify import verify
 from tasks.catalog import list_backups
 from tasks.common import is_transient_error
 
 
-def craft(env: FlowEnv, tenant_id: str, spec: Sequence[tuple[str, float]]) -> dict[str, str]:
-    """Backups named (label, days ago) -> file, with junk content (retention never reads it)."""
+def craft(
+    env: FlowEnv, tenant_id: str, spec: Sequence[tuple[str, float]], *, verified: bool = True
+) -> dict[str, str]:
+    """Backups named (label, days ago) -> file, with junk content, recorded as verified good
+    unless ``verified=False`` (retention reads only the newest, and only when unverified)."""
     ctx = env.context()
     folder = ctx.folder(ctx.tenant(tenant_id))
     now = datetime.now(UTC)
@@ -32,6 +40,9 @@ def craft(env: FlowEnv, tenant_id: str, spec: Sequence[tuple[str, float]]) -> di
     for i, (label, days) in enumerate(spec):
         name = new_backup_name(label, now - timedelta(days=days, seconds=i), encrypted=True)
         folder.write(name, io.BytesIO(b"x" * 100))
+        if verified:
+            record = VerificationRecord(name.filename, now, True, None, 100)
+            folder.record_verification(name.filename, record)
         made[f"{label}@{days}"] = name.filename
     return made
 
@@ -105,6 +116,102 @@ def test_verify_names_the_bad_file_and_fails(
     assert bad in message
     assert good not in message
     assert "1 of 2" in message
+
+
+def flip_a_bit(env: FlowEnv, tenant_id: str, file: str) -> None:
+    storage = storage_from_url(env.storage_url)
+    (key,) = [o.key for o in storage.list(tenant_id) if o.key.endswith("/" + file)]
+    with storage.open_read(key) as stream:
+        data = bytearray(stream.read())
+    data[len(data) // 2] ^= 0x01
+    storage.put_stream(key, io.BytesIO(bytes(data)))
+
+
+def test_prune_never_deletes_the_good_backup_behind_a_corrupt_newest(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    """The hostile round's case: a corrupt newest backup and an older good one, which the
+    pool rules alone would delete (a pre-restore backup older than 7 days)."""
+    seed(mongo_client, mongo_db_name, docs=30)
+    tid = flow_env.add_tenant(mongo_db_name)
+    ctx = flow_env.context()
+    tenant = ctx.tenant(tid)
+    old = datetime.now(UTC) - timedelta(days=10)
+    good = operations.backup_tenant(ctx, tenant, "pre-restore", now=old).entry.file
+    corrupt = operations.backup_tenant(ctx, tenant, "manual").entry.file
+    flip_a_bit(flow_env, tid, corrupt)
+
+    result = retention(tenant=tid)
+    assert result["deleted"] == []
+    assert set(files_of(flow_env, tid)) == {good, corrupt}
+    records = ctx.folder(tenant).verifications()
+    assert records[corrupt].ok is False
+    assert "damaged" in (records[corrupt].error or "")
+    assert records[good].ok is True  # read whole by retention before it relied on it
+
+
+def test_retention_verifies_the_newest_backup_before_deleting_below_it(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    seed(mongo_client, mongo_db_name, docs=30)
+    tid = flow_env.add_tenant(mongo_db_name)
+    made = craft(flow_env, tid, [("pre-restore", 10)])  # verified, deletable by age
+    ctx = flow_env.context()
+    tenant = ctx.tenant(tid)
+    newest = operations.backup_tenant(ctx, tenant, "manual").entry.file  # not verified yet
+    result = retention(tenant=tid)
+    assert result["deleted"] == [made["pre-restore@10"]]
+    assert ctx.folder(tenant).verifications()[newest].ok is True
+
+
+def test_verify_with_a_wrong_key_says_it_is_the_key_not_the_backup(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(mongo_client, mongo_db_name, docs=10)
+    tid = flow_env.add_tenant(mongo_db_name)
+    ctx = flow_env.context()
+    file = operations.backup_tenant(ctx, ctx.tenant(tid), "manual").entry.file
+    fingerprint = ctx.settings.keyring.require_current().fingerprint
+    monkeypatch.setenv("BACKUP_ENCRYPTION_KEY", generate_master_key())
+    state = verify(tenant=tid, return_state=True)
+    assert state.is_failed()
+    message = state.message or ""
+    assert "could not be checked with the configured keys (the files may be fine)" in message
+    assert fingerprint in message
+    assert "are bad" not in message
+    assert ctx.folder(ctx.tenant(tid)).verifications() == {}  # a key problem records nothing
+
+    monkeypatch.setenv("BACKUP_ENCRYPTION_KEY", "not-a-key")
+    state = verify(tenant=tid, return_state=True)
+    assert state.is_failed()
+    assert "BACKUP_ENCRYPTION_KEY is not valid base64" in (state.message or "")
+    assert file not in (state.message or "")
+
+
+def test_a_backup_removes_what_a_killed_backup_left_and_usage_counted_it(
+    flow_env: FlowEnv,
+    mongo_client: Any,
+    mongo_db_name: str,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    storage_root = tmp_path / "storage"
+    monkeypatch.setenv("DAAI_BACKUP_STORAGE_URL", storage_root.as_uri())
+    seed(mongo_client, mongo_db_name, docs=10)
+    tid = flow_env.add_tenant(mongo_db_name)
+    folder = storage_root / tid / "db-backups"
+    folder.mkdir(parents=True)
+    temp_name = ".tmp-" + "0123456789abcdef" * 2 + "-manual_20261101T000000Z_0badf00d.gz.enc"
+    leftover = folder / temp_name
+    leftover.write_bytes(b"x" * 50_000)  # what a kill -9 mid-write leaves (no lock held)
+    old = time.time() - 3600
+    os.utime(leftover, (old, old))
+    ctx = flow_env.context()
+    assert operations.quota_report(ctx, ctx.tenant(tid)).used_bytes >= 50_000  # counted
+
+    backup(tenant=tid, actor=OWNER)
+    assert not leftover.exists()
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".tmp-")] == []
 
 
 # --- the retry layer ---------------------------------------------------------------------
