@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
-from cli.app import app, console, guarded
+from cli.app import app, console, err_console, guarded
 from cli.context import engine
 from daai_backup.catalog import TABLE_MIN_WIDTH, render_lines, render_table, to_json_records
-from daai_backup.operations import describe_backup, list_backups, quota_report
+from daai_backup.lease import LeaseInfo, waiting_message
+from daai_backup.operations import list_backups, quota_report, set_hold
 from daai_backup.policy import SCHEDULE_HOUR
 
 TenantOption = Annotated[str, typer.Option("--tenant", "-t", help="the tenant id")]
@@ -50,14 +51,18 @@ def list_(
 
 def _pin(tenant: str, file: str, held: bool) -> None:
     ctx = engine()
-    record = ctx.tenant(tenant)
-    describe_backup(ctx, record, file)
-    folder = ctx.folder(record)
+    try:
+        record = ctx.tenant(tenant)
+
+        def waiting(holder: LeaseInfo, waited: float) -> None:
+            err_console.print(waiting_message(holder, waited), highlight=False)
+
+        set_hold(ctx, record, file, held=held, on_wait=waiting)
+    finally:
+        ctx.close()
     if held:
-        folder.hold(file)
         console.print(f"held {file}: retention will keep it until `release`", highlight=False)
     else:
-        folder.release(file)
         console.print(f"released {file}: retention applies to it again", highlight=False)
 
 

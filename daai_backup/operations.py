@@ -46,6 +46,7 @@ from daai_backup.errors import (
     SubscriptionSuspended,
     WrongTenant,
 )
+from daai_backup.lease import LeaseInfo, tenant_lease
 from daai_backup.mongo import (
     DumpResult,
     NamespaceEnd,
@@ -83,6 +84,7 @@ class EngineContext:
 
     def __init__(self, settings: Settings, registry: TenantRegistry) -> None:
         registry.check_storage_roots(settings.storage_url)
+        registry.check_databases(settings.control_database)
         self.settings = settings
         self.registry = registry
         self._folders: dict[str, BackupFolder] = {}
@@ -637,6 +639,42 @@ def remove_leftovers(ctx: EngineContext, tenant: Tenant) -> int:
     return ctx.folder(tenant).remove_leftovers()
 
 
+HOLD_WAIT_SECONDS = 120.0
+"""How long hold/release wait for another operation of the tenant (a CLI command waits)."""
+
+
+def set_hold(
+    ctx: EngineContext,
+    tenant: Tenant,
+    filename: str,
+    *,
+    held: bool,
+    on_wait: Callable[[LeaseInfo, float], None] | None = None,
+) -> None:
+    """Hold (pin) or release one of the tenant's backups, holding the tenant's lease.
+
+    A hold moves the file out of the retention pool in several steps; under the lease no
+    retention or backup of the tenant runs meanwhile (one could otherwise delete the file
+    between the copy and the delete of the move).
+    """
+    describe_backup(ctx, tenant, filename)
+    with tenant_lease(
+        ctx.mongo_client,
+        ctx.settings,
+        tenant.id,
+        "hold" if held else "release",
+        detail=filename,
+        wait_seconds=HOLD_WAIT_SECONDS,
+        on_wait=on_wait,
+    ) as lease:
+        lease.check()
+        folder = ctx.folder(tenant)
+        if held:
+            folder.hold(filename)
+        else:
+            folder.release(filename)
+
+
 def delete_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> None:
     """Delete one of the tenant's backups (retention's apply step)."""
     describe_backup(ctx, tenant, filename)
@@ -667,6 +705,7 @@ __all__ = [
     "read_backup_header",
     "remove_leftovers",
     "restore_tenant",
+    "set_hold",
     "stage_restore",
     "swap_restore",
     "verification_status",

@@ -181,13 +181,33 @@ class TenantRegistry(Mapping[str, Tenant]):
             if tenant.id in self._tenants:
                 raise TenantsFileInvalid(f"tenant {tenant.id!r} is listed twice")
             self._tenants[tenant.id] = tenant
+        # MongoDB refuses two databases whose names differ only in case, so a tenant whose
+        # name is another's in other letters would back up nothing and restore into the
+        # other tenant's database: compare case-insensitively.
         databases: dict[str, str] = {}
         for tenant in tenants:
-            other = databases.setdefault(tenant.database, tenant.id)
+            other = databases.setdefault(tenant.database.lower(), tenant.id)
             if other != tenant.id:
                 raise TenantsFileInvalid(
-                    f"tenants {other!r} and {tenant.id!r} share database {tenant.database!r}: "
-                    "each tenant needs its own"
+                    f"tenants {other!r} and {tenant.id!r} share database {tenant.database!r} "
+                    "(names that differ only in case are one database to MongoDB): each "
+                    "tenant needs its own"
+                )
+
+    def check_databases(self, control_database: str) -> None:
+        """Refuse a tenant whose database is MongoDB's own or the product's control database.
+
+        A restore makes the tenant's database exactly its snapshot, dropping what the
+        snapshot lacks: aimed at ``admin``, ``config``, ``local`` or the control database (the
+        tenant leases), it would wreck the cluster or the product's own exclusion.
+        """
+        reserved = {"admin", "config", "local", control_database.lower()}
+        for tenant in self._tenants.values():
+            if tenant.database.lower() in reserved:
+                raise TenantsFileInvalid(
+                    f"tenant {tenant.id!r}: database {tenant.database!r} is reserved (MongoDB's "
+                    f"own or daai-backup's control database {control_database!r}); give the "
+                    "tenant its own database"
                 )
 
     def check_storage_roots(self, default_storage_url: str) -> None:

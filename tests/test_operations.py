@@ -39,6 +39,7 @@ from daai_backup.operations import (
     preflight_restore,
     quota_report,
     restore_tenant,
+    set_hold,
     verify_backup,
 )
 from daai_backup.settings import Settings
@@ -482,3 +483,33 @@ def test_a_lost_lease_stops_the_backup_before_its_commit_and_the_restore_before_
     finally:
         ctx.close()
         mongo_client.drop_database(control)
+
+
+def test_hold_waits_for_the_tenants_lease(
+    mongo_client, mongo_uri, mongo_db_name, local_storage_url
+):
+    """A hold moves the file in steps: it never runs beside a retention of the tenant."""
+    import threading
+
+    from daai_backup.lease import tenant_lease
+
+    _seed(mongo_client, mongo_db_name)
+    ctx = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name})
+    tenant = ctx.tenant("acme")
+    file = backup_tenant(ctx, tenant, "manual").entry.file
+    taken, release = threading.Event(), threading.Event()
+
+    def retention_elsewhere() -> None:
+        with tenant_lease(mongo_client, ctx.settings, "acme", "retention"):
+            taken.set()
+            release.wait(10)
+
+    other = threading.Thread(target=retention_elsewhere)
+    other.start()
+    assert taken.wait(10)
+    threading.Timer(1.5, release.set).start()
+    started = time.monotonic()
+    set_hold(ctx, tenant, file, held=True)
+    assert time.monotonic() - started >= 1.4  # it waited for the other operation
+    other.join(10)
+    assert [e.held for e in list_backups(ctx, tenant)] == [True]

@@ -76,6 +76,21 @@ def test_duplicates_and_shared_databases_are_refused() -> None:
         TenantRegistry.from_data(
             {"tenants": [_tenant(database="x"), _tenant(id="other", database="x")]}
         )
+    with pytest.raises(TenantsFileInvalid, match="differ only in case"):
+        TenantRegistry.from_data(
+            {"tenants": [_tenant(database="acme_hr"), _tenant(id="other", database="Acme_HR")]}
+        )
+
+
+@pytest.mark.parametrize("database", ["admin", "local", "config", "Admin", "daai_backup_control"])
+def test_a_tenant_may_not_use_mongodbs_or_the_products_own_database(database: str) -> None:
+    registry = TenantRegistry.from_data({"tenants": [_tenant(database=database)]})
+    with pytest.raises(TenantsFileInvalid, match="is reserved") as refused:
+        registry.check_databases("daai_backup_control")
+    assert "\n" not in str(refused.value)
+    TenantRegistry.from_data({"tenants": [_tenant(database="acme_hr")]}).check_databases(
+        "daai_backup_control"
+    )
 
 
 def test_permissions_map_create_and_restore() -> None:
