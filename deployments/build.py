@@ -5,7 +5,7 @@ Names (Prefect shows ``<flow name>/<deployment name>``):
 ==========================  ======================================  ==========================
 deployment                  parameters                              schedule
 ==========================  ======================================  ==========================
-``backup/backup-<tenant>``  ``{tenant, label: <frequency>}``        RRule, tenant's frequency
+``backup/backup-<tenant>``  ``{tenant, label: manual}``             RRule with ``{label: <freq>}``
 ``restore/restore``         given per run (tenant, file, actor...)  none
 ``retention/retention``     given per run (tenant, dry_run)         none
 ``verify/verify``           given per run (tenant, file)            none
@@ -14,9 +14,13 @@ deployment                  parameters                              schedule
 ==========================  ======================================  ==========================
 
 One backup deployment per tenant keeps "Backup Now", the run history and pausing per tenant
-in Prefect's UI; restore and retention are one deployment each because their runs always say
-which tenant. Every deployment carries the :data:`MANAGED_TAG`, which is how sync knows what
-it may delete.
+in Prefect's UI. Its default parameters are a manual backup (a Quick Run in the UI *is* Backup
+Now, and is refused without an ``actor`` holding ``create``); its schedule carries its own
+parameters (``label``: the frequency), so scheduled runs are labelled by the schedule that
+made them. Runs are tagged with their label at run time (``label:<label>``), not through the
+deployment, whose tags every run inherits. Restore and retention are one deployment each
+because their runs always say which tenant. Every deployment carries the
+:data:`MANAGED_TAG`, which is how sync knows what it may delete.
 
 :func:`desired_specs` is pure (no server, no flow import); :func:`to_runner` turns a spec
 into Prefect's ``RunnerDeployment`` given the flow objects (:func:`load_flows`).
@@ -34,6 +38,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Schedule
 
 from daai_backup.errors import ConfigError
+from daai_backup.policy import MANUAL
 from daai_backup.settings import Settings
 from daai_backup.tenants import Tenant
 from deployments import schedules
@@ -80,6 +85,8 @@ class DeploymentSpec:
     paused: bool = False
     description: str = ""
     tenant: str | None = None
+    required: tuple[str, ...] = ()
+    """Parameters the run form must have filled (optional in Python for direct calls)."""
 
 
 def backup_deployment_name(tenant_id: str) -> str:
@@ -107,22 +114,27 @@ def tenant_spec(tenant: Tenant, *, settings: Settings, now: datetime) -> Deploym
     override = tenant.frequency_override
     if override is not None and label == override.frequency and now < override.until:
         until = f" (override until {override.until.isoformat()}, then {tenant.frequency})"
+    when = schedules.describe_backup_schedule(
+        tenant,
+        label,
+        default_timezone=settings.timezone,
+        spread_minutes=settings.schedule_spread_minutes,
+    )
     return DeploymentSpec(
         role=BACKUP,
         name=backup_deployment_name(tenant.id),
-        parameters={"tenant": tenant.id, "label": label},
+        parameters={"tenant": tenant.id, "label": MANUAL},
         schedules=(schedule,),
-        tags=(
-            MANAGED_TAG,
-            f"tenant:{tenant.id}",
-            f"frequency:{label}",
-            f"env:{tenant.environment}",
-        ),
+        tags=(MANAGED_TAG, f"tenant:{tenant.id}", f"env:{tenant.environment}"),
         paused=suspended,
         # Pausing shows in Prefect's UI on its own; the description stays put so that
         # pausing and resuming are a cheap toggle, not an update.
-        description=f"Backups of {tenant.workspace_name} ({tenant.id}): {label}{until}",
+        description=(
+            f"Backups of {tenant.workspace_name} ({tenant.id}): {label}, {when}{until}. "
+            "Run = Backup Now (give your name as actor; it needs the create permission)."
+        ),
         tenant=tenant.id,
+        required=("actor",),
     )
 
 
@@ -133,7 +145,11 @@ def operation_specs(settings: Settings, *, work_pool: str | None) -> list[Deploy
             role=RESTORE,
             name=RESTORE,
             tags=(MANAGED_TAG, "operation:restore"),
-            description="Restore a tenant's backup (takes a pre-restore safety backup first).",
+            description=(
+                "Restore a tenant's backup: leave file empty to pick it from a list; you are "
+                "asked to type the workspace name; a safety backup is taken first."
+            ),
+            required=("actor",),
         ),
         DeploymentSpec(
             role=RETENTION,
@@ -219,6 +235,14 @@ def to_runner(
         work_pool_name=work_pool,
     )
     assert isinstance(runner, RunnerDeployment)  # the sync form (not awaited)
+    schema = runner._parameter_openapi_schema
+    for name in spec.required:
+        # Optional in Python (a direct call is refused by the flow itself, in one line), but
+        # the run form marks it required and the server refuses a run without it.
+        field = {k: v for k, v in schema.properties[name].items() if k not in ("anyOf", "default")}
+        schema.properties[name] = {**field, "type": "string", "minLength": 1}
+        if name not in schema.required:
+            schema.required.append(name)
     return runner
 
 

@@ -34,6 +34,9 @@ from prefect.schedules import Interval, RRule, Schedule
 from daai_backup import policy
 from daai_backup.tenants import Tenant
 
+SCHEDULER_ACTOR: Final = "scheduler"
+"""The actor of a scheduled backup run (who asked: the schedule)."""
+
 EPOCH: Final = datetime(2024, 1, 1).date()
 """The fixed date every anchor is on (a Monday; any fixed date works)."""
 
@@ -86,7 +89,23 @@ def backup_schedule(
         timezone=tenant.timezone or default_timezone,
         active=active,
         slug=schedule_slug(tenant.id, label),
+        # A scheduled run is a backup of this frequency; the deployment's own default
+        # (a Quick Run in the UI) is a manual Backup Now.
+        parameters={"label": label, "actor": SCHEDULER_ACTOR},
     )
+
+
+def describe_backup_schedule(
+    tenant: Tenant, label: str, *, default_timezone: str, spread_minutes: int
+) -> str:
+    """The schedule in words, e.g. ``every 7 days at 02:12 IST (Asia/Kolkata)``."""
+    row = policy.scheduled_frequency(label, tenant.environment)
+    assert row.interval is not None
+    days = row.interval // timedelta(days=1)
+    anchor = anchor_date(tenant, default_timezone=default_timezone, spread_minutes=spread_minutes)
+    zone = tenant.timezone or default_timezone
+    every = "every day" if days == 1 else f"every {days} days"
+    return f"{every} at {anchor:%H:%M} {anchor.tzname()} ({zone})"
 
 
 def daily_schedule(hour: int, timezone: str, slug: str, minute: int = 0) -> Schedule:

@@ -199,7 +199,10 @@ class _Writer:
             "paused": spec.paused,
             "schedules": [
                 DeploymentScheduleUpdate(
-                    schedule=created.schedule, active=created.active, slug=created.slug
+                    schedule=created.schedule,
+                    active=created.active,
+                    slug=created.slug,
+                    parameters=created.parameters,
                 )
                 for created in (DeploymentScheduleCreate.from_schedule(s) for s in spec.schedules)
             ],
@@ -259,7 +262,7 @@ def _schedule_key(items: Iterable[Schedule]) -> set[tuple[Any, ...]]:
                 else float(interval or 0)
             )
             what = ("interval", seconds, s.anchor_date.astimezone(UTC))
-        key.add((s.slug, what, s.timezone, s.active))
+        key.add((s.slug, what, s.timezone, s.active, tuple(sorted(s.parameters.items()))))
     return key
 
 
@@ -278,7 +281,8 @@ def _current_schedule_key(current: DeploymentResponse) -> set[tuple[Any, ...]]:
                 interval.total_seconds() if isinstance(interval, timedelta) else None,
                 anchor.astimezone(UTC) if isinstance(anchor, datetime) else None,
             )
-        key.add((item.slug, what, getattr(schedule, "timezone", None), item.active))
+        parameters = tuple(sorted((item.parameters or {}).items()))
+        key.add((item.slug, what, getattr(schedule, "timezone", None), item.active, parameters))
     return key
 
 

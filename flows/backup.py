@@ -19,7 +19,7 @@ from daai_backup.catalog import human_size
 from daai_backup.errors import InvalidName, KeyMissing, SubscriptionSuspended
 from daai_backup.operations import EngineContext
 from daai_backup.tenants import Tenant
-from flows.common import engine, publish_backup_list, publish_key_missing
+from flows.common import engine, publish_backup_list, publish_key_missing, tag_this_run
 from flows.retention import retention
 from tasks.backup import backup_tenant, preflight_backup
 from tasks.catalog import list_backups, remove_leftovers
@@ -81,10 +81,19 @@ def backup(
     actor: str | None = None,
     note: str | None = None,
 ) -> dict[str, Any] | State[Any]:
-    """Back up one tenant: ``manual`` (Backup Now; the actor needs ``create``) or a schedule."""
+    """Back up one tenant: ``manual`` (Backup Now; the actor needs ``create``) or a schedule.
+
+    Args:
+        tenant: The tenant's id, e.g. acme-hr.
+        label: manual for Backup Now; scheduled runs pass their frequency (15-day, ...).
+        actor: Who asks for the backup (your name or email); Backup Now needs one with the
+            create permission. Scheduled runs pass "scheduler".
+        note: A short note shown in the backup list (at most 200 characters, one line).
+    """
     logger = get_run_logger()
     with engine() as ctx:
         who = ctx.tenant(tenant)
+        tag_this_run(f"label:{label}")
         if label == policy.PRE_RESTORE:
             raise InvalidName(
                 "pre-restore backups are taken by the restore flow; use 'manual' or a schedule"

@@ -63,3 +63,26 @@ def local_time(ctx: EngineContext, tenant: Tenant, entry: BackupEntry) -> str:
     """The backup's time in the tenant's zone, as the product shows it."""
     zone = catalog.zone(ctx.timezone(tenant))
     return entry.taken_at.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def tag_this_run(*tags: str) -> None:
+    """Add ``tags`` to the current flow run (e.g. ``label:manual``), keeping its own.
+
+    Tags a deployment carries reach every run made from it, so what differs per run (a
+    manual Backup Now or a scheduled backup of the same deployment) is tagged here, at run
+    time. Best effort: a run outside a Prefect flow, or an API hiccup, changes nothing.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    run = context.flow_run if context is not None else None
+    if run is None or set(tags) <= set(run.tags):
+        return
+    wanted = sorted(set(run.tags) | set(tags))
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run.id, tags=wanted)
+    except Exception:
+        return
+    run.tags = wanted

@@ -21,7 +21,8 @@ from daai_backup.operations import EngineContext
 from daai_backup.tenants import Tenant
 from flows.backup import pre_restore_backup
 from flows.common import engine, local_time
-from tasks.catalog import describe_backup
+from flows.pick_backup import ask_which_backup
+from tasks.catalog import describe_backup, list_backups
 from tasks.common import tenant_lock
 from tasks.restore import (
     discard_restore,
@@ -94,15 +95,29 @@ def ask_confirmation(ctx: EngineContext, tenant: Tenant, entry: BackupEntry, tim
 @flow(name="restore", flow_run_name="restore-{tenant}", persist_result=False)
 def restore(
     tenant: str,
-    file: str,
+    file: str | None = None,
     actor: str | None = None,
     confirm_workspace_name: str | None = None,
     confirm_timeout_seconds: int = 3600,
 ) -> dict[str, Any]:
-    """Restore one of the tenant's backups after confirmation and a safety backup."""
+    """Restore one of the tenant's backups after confirmation and a safety backup.
+
+    Args:
+        tenant: The tenant's id, e.g. acme-hr.
+        file: The backup to restore, as the backup list shows it. Leave empty to pick it
+            from the tenant's backups in a form.
+        actor: Who asks for the restore (your name or email); needs the restore permission.
+        confirm_workspace_name: The workspace name typed exactly. Leave empty to be shown
+            what will be restored and asked to type it in a form.
+        confirm_timeout_seconds: How long the forms wait for an answer before the restore
+            is cancelled with nothing changed.
+    """
     logger = get_run_logger()
     with engine() as ctx:
         who = ctx.tenant(tenant)
+        if file is None:
+            who.require(actor, "restore")  # the list shows the tenant's data: check first
+            file = ask_which_backup(ctx, who, list_backups(ctx, who), confirm_timeout_seconds)
         # Everything that can be checked is checked before anyone is asked to confirm.
         entry = preflight_restore(ctx, who, file, actor)
         if confirm_workspace_name is None:

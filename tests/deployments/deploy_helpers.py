@@ -21,7 +21,13 @@ def backup(
 
 
 @flow(name="restore")
-def restore(tenant: str, file: str, actor: str, confirm_workspace_name: str | None = None) -> None:
+def restore(
+    tenant: str,
+    file: str | None = None,
+    actor: str | None = None,
+    confirm_workspace_name: str | None = None,
+    confirm_timeout_seconds: int = 3600,
+) -> None:
     """Stand-in for flows.restore.restore."""
 
 

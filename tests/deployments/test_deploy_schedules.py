@@ -176,8 +176,10 @@ def test_spec_parameters_tags_and_pause(settings: Settings) -> None:
         now=now,
     )
     assert spec.name == "backup-acme-hr"
-    assert spec.parameters == {"tenant": "acme-hr", "label": "daily"}
-    assert set(spec.tags) == {"daai-backup", "tenant:acme-hr", "frequency:daily", "env:sandbox"}
+    assert spec.parameters == {"tenant": "acme-hr", "label": "manual"}  # a Quick Run
+    assert spec.schedules[0].parameters == {"label": "daily", "actor": "scheduler"}
+    assert set(spec.tags) == {"daai-backup", "tenant:acme-hr", "env:sandbox"}
+    assert spec.required == ("actor",)
     assert spec.paused is True
 
 
@@ -186,11 +188,11 @@ def test_override_applies_until_it_expires(settings: Settings) -> None:
     tenant = _tenant(frequency_override={"frequency": "24-hour", "until": until.isoformat()})
     during = tenant_spec(tenant, settings=settings, now=until - timedelta(minutes=1))
     after = tenant_spec(tenant, settings=settings, now=until)
-    assert during.parameters["label"] == "24-hour"
+    assert during.schedules[0].parameters["label"] == "24-hour"
     assert during.schedules[0].slug == "acme-hr-24-hour"
     assert during.schedules[0].rrule is not None
     assert "override until" in during.description
-    assert after.parameters["label"] == "15-day"
+    assert after.schedules[0].parameters["label"] == "15-day"
     assert after.schedules[0].slug == "acme-hr-15-day"
     assert after.schedules[0].rrule is not None
     # Same anchor (DTSTART), only the interval differs.
@@ -216,3 +218,10 @@ def test_operation_deployments(settings: Settings) -> None:
     assert sweep.timezone == "Asia/Kolkata"
     assert specs["sync-schedules"].schedules[0].interval == timedelta(hours=1)
     assert specs["sync-schedules"].parameters == {"work_pool": "pool-a"}
+
+
+def test_the_schedule_reads_as_what_it_is(settings: Settings) -> None:
+    tenant = _tenant(id="acme-hr", timezone="Asia/Kolkata", frequency="7-day")
+    spec = tenant_spec(tenant, settings=settings, now=datetime(2026, 6, 1, tzinfo=UTC))
+    anchor = schedules.anchor_date(tenant, default_timezone="Asia/Kolkata", spread_minutes=120)
+    assert f"every 7 days at {anchor:%H:%M} IST (Asia/Kolkata)" in spec.description

@@ -56,21 +56,24 @@ def test_create_then_idempotent(
     assert second.unchanged == 7
 
     deployment = _read("backup/backup-globex-crm")
-    assert deployment.parameters == {"tenant": "globex-crm", "label": "3-day"}
-    assert set(deployment.tags) == {
-        "daai-backup",
-        "tenant:globex-crm",
-        "frequency:3-day",
-        "env:production",
-    }
+    # A Quick Run is Backup Now; the schedule's own parameters label scheduled runs.
+    assert deployment.parameters == {"tenant": "globex-crm", "label": "manual"}
+    assert set(deployment.tags) == {"daai-backup", "tenant:globex-crm", "env:production"}
+    assert "every 3 days at " in (deployment.description or "")
+    schema = deployment.parameter_openapi_schema
+    assert "actor" in schema["required"]  # type: ignore[index]
+    assert schema["properties"]["actor"]["type"] == "string"  # type: ignore[index]
     assert not deployment.paused
     [schedule] = deployment.schedules
+    assert schedule.parameters == {"label": "3-day", "actor": "scheduler"}
     assert schedule.slug == "globex-crm-3-day"
     assert schedule.schedule.rrule.endswith("FREQ=DAILY;INTERVAL=3")  # type: ignore[union-attr]
     assert schedule.schedule.timezone == "UTC"  # type: ignore[union-attr]
     restore = _read("restore/restore")
     assert restore.schedules == []
     assert "tenant" in restore.parameter_openapi_schema["properties"]  # type: ignore[index]
+    assert "actor" in restore.parameter_openapi_schema["required"]  # type: ignore[index]
+    assert "file" not in restore.parameter_openapi_schema["required"]  # type: ignore[index]
 
 
 def test_update_pause_resume_remove(
@@ -94,8 +97,8 @@ def test_update_pause_resume_remove(
 
     acme = _read("backup/backup-acme-hr")
     assert [s.slug for s in acme.schedules] == ["acme-hr-7-day"]  # the old one is gone
-    assert acme.parameters["label"] == "7-day"
-    assert "frequency:7-day" in acme.tags
+    assert acme.schedules[0].parameters["label"] == "7-day"
+    assert acme.parameters["label"] == "manual"
     assert _read("backup/backup-globex-crm").paused
     assert _read("backup/hand-made").name == "hand-made"
 
@@ -113,14 +116,14 @@ def test_override_expires_back_to_own_frequency(
     until = NOW + timedelta(days=2)
     tenants = [_tenant("acme-hr", frequency_override={"frequency": "24-hour", "until": until})]
     _sync(tenants, settings, stand_in_flows, now=NOW)
-    assert _read("backup/backup-acme-hr").parameters["label"] == "24-hour"
+    assert _read("backup/backup-acme-hr").schedules[0].parameters["label"] == "24-hour"
     # An hourly sync before the end changes nothing ...
     assert not _sync(tenants, settings, stand_in_flows, now=until - timedelta(hours=1)).changed
     # ... the first one after it brings the tenant's own frequency back.
     after = _sync(tenants, settings, stand_in_flows, now=until + timedelta(minutes=5))
     assert after.updated == ["backup/backup-acme-hr"]
     deployment = _read("backup/backup-acme-hr")
-    assert deployment.parameters["label"] == "15-day"
+    assert deployment.schedules[0].parameters["label"] == "15-day"
     assert [s.slug for s in deployment.schedules] == ["acme-hr-15-day"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -118,6 +119,50 @@ def test_restore_asks_for_the_workspace_name_and_asks_again_after_a_wrong_one(
     report = artifact(f"restore-{tid}")
     assert report is not None
     assert safety[0] in str(report.data)
+
+
+def test_restore_without_a_file_offers_the_tenants_backups_in_a_form(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    from prefect.flow_runs import resume_flow_run
+    from prefect.input.actions import read_flow_run_input
+    from prefect.input.run_input import keyset_from_paused_state
+
+    seed(mongo_client, mongo_db_name, docs=20)
+    tid = flow_env.add_tenant(mongo_db_name)
+    ctx = flow_env.context()
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    older = operations.backup_tenant(ctx, ctx.tenant(tid), "manual", now=an_hour_ago).entry.file
+    ctx.close()
+    mongo_client[mongo_db_name]["people"].insert_one({"_id": 500})
+    newer = take(flow_env, tid)
+    mongo_client[mongo_db_name]["people"].insert_one({"_id": 501})
+
+    run = Background(lambda: restore(tenant=tid, actor=OWNER, return_state=True))
+    paused = wait_for_paused(f"restore-{tid}")
+    keyset = keyset_from_paused_state(paused.state)
+    schema: dict[str, Any] = read_flow_run_input(  # type: ignore[assignment]
+        keyset["schema"], flow_run_id=paused.id
+    )
+    choices = schema["properties"]["backup"]["enum"]
+    assert [c.rsplit(" · ", 1)[1] for c in choices] == [newer, older]  # newest first
+    assert all("IST" in c and "🔒 encrypted" in c and " kB" in c for c in choices)
+
+    with pytest.raises(RuntimeError, match="is not one of"):  # the server refuses it ...
+        resume_flow_run(paused.id, run_input={"backup": "../other-tenant/x.gz.enc"})
+    assert ids(mongo_client, mongo_db_name)[-1] == 501  # ... and nothing happened
+
+    resume_flow_run(paused.id, run_input={"backup": choices[1]})  # the older one
+    confirm = wait_for_paused(f"restore-{tid}", after=int(paused.state.state_details.pause_key))
+    description: str = read_flow_run_input(  # type: ignore[assignment]
+        keyset_from_paused_state(confirm.state)["description"], flow_run_id=confirm.id
+    )
+    assert older in description  # the familiar confirmation: file, time, encrypted
+    resume_flow_run(confirm.id, run_input={"workspace_name": f"Workspace {tid}"})
+    state = run.join(120)
+    assert state.is_completed(), state
+    assert state.result()["file"] == older
+    assert ids(mongo_client, mongo_db_name) == list(range(20))
 
 
 def test_pause_timeout_fails_and_changes_nothing(
