@@ -113,7 +113,19 @@ class LocalStorage(Storage):
         return self._root.as_uri()
 
     def _path(self, key: str) -> Path:
-        return self._root.joinpath(*validate_key(key).split("/"))
+        """The file of ``key``; refuses a path that goes through a symbolic link.
+
+        Links below the root are never followed: a tenant's folder (or its ``db-backups``)
+        made a link into another tenant's folder would otherwise let one tenant list, read
+        and delete the other's backups, whatever the configured roots say. (The root itself
+        may be a link: it is resolved once, when the storage URL is.)
+        """
+        path = self._root
+        for part in validate_key(key).split("/"):
+            path = path / part
+            if path.is_symlink():
+                raise _link_refused(path, self.url)
+        return path
 
     def _meta_path(self, path: Path) -> Path:
         return path.with_name(_META_PREFIX + path.name + ".json")
@@ -234,12 +246,17 @@ class LocalStorage(Storage):
         """
         validate_prefix(prefix)
         folder_key, _, _ = prefix.rpartition("/")
-        start = self._root.joinpath(*folder_key.split("/")) if folder_key else self._root
+        start = self._path(folder_key) if folder_key else self._root
         if not start.is_dir():
             return
         for dirpath, dirnames, filenames in os.walk(start, onerror=_reraise):
             # Never descend into reserved (dot) folders: no key can name one.
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            # Nothing this backend wrote is a link, and a link could lead into another
+            # tenant's folder: refuse the listing (skipping it would make it incomplete).
+            for name in (*dirnames, *filenames):
+                if (Path(dirpath) / name).is_symlink():
+                    raise _link_refused(Path(dirpath) / name, self.url)
             rel = Path(dirpath).relative_to(self._root).as_posix()
             for name in sorted(filenames):
                 yield ("" if rel == "." else rel + "/"), Path(dirpath) / name
@@ -371,6 +388,13 @@ def _remove_if_dead(tmp: Path, now: float) -> int:
         return size
     finally:
         os.close(fd)
+
+
+def _link_refused(path: Path, url: str) -> StorageError:
+    return StorageError(
+        f"{path} is a symbolic link inside the storage {url}: daai-backup never follows links "
+        "there (they could reach another tenant's backups); replace it with a real folder"
+    )
 
 
 def _reraise(exc: OSError) -> None:

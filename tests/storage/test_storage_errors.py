@@ -228,8 +228,8 @@ def test_local_listing_fails_on_an_entry_it_cannot_read(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     put_bytes(storage, "t/db-backups/a", b"1")
     loop = tmp_path / "t" / "db-backups" / "held"
-    loop.symlink_to(loop)  # ELOOP on every access
-    with pytest.raises(StorageError, match="cannot list"):
+    loop.symlink_to(loop)  # ELOOP on every access (and a link: never followed)
+    with pytest.raises(StorageError, match="symbolic link"):
         list(storage.list("t/db-backups/"))
 
 
@@ -243,3 +243,28 @@ def test_local_walk_raises_for_unreadable_folders_and_skips_vanished_ones() -> N
     _reraise(FileNotFoundError(errno.ENOENT, "gone"))
     with pytest.raises(PermissionError):
         _reraise(PermissionError(errno.EACCES, "Permission denied"))
+
+
+def test_links_below_the_root_are_never_followed(tmp_path: Path) -> None:
+    """A tenant's db-backups made a link to another tenant's: nothing reaches through it."""
+    storage = LocalStorage(tmp_path)
+    put_bytes(storage, "ten-b/db-backups/15-day_20261101T010000Z_0000000b.gz.enc", b"b's")
+    (tmp_path / "ten-a").mkdir()
+    (tmp_path / "ten-a" / "db-backups").symlink_to(tmp_path / "ten-b" / "db-backups")
+    key = "ten-a/db-backups/15-day_20261101T010000Z_0000000b.gz.enc"
+    for attempt in (
+        lambda: list(storage.list("ten-a/db-backups/")),
+        lambda: storage.open_read(key),
+        lambda: storage.stat(key),
+        lambda: storage.delete(key),
+        lambda: put_bytes(storage, key, b"x"),
+        lambda: storage.space_used("ten-a/"),
+    ):
+        with pytest.raises(StorageError, match="symbolic link"):
+            attempt()
+    assert (tmp_path / "ten-b" / "db-backups" / key.rsplit("/", 1)[1]).read_bytes() == b"b's"
+    # a linked file inside a tenant's own folder is refused the same way
+    (tmp_path / "ten-c" / "db-backups").mkdir(parents=True)
+    (tmp_path / "ten-c" / "db-backups" / "x.gz.enc").symlink_to(tmp_path / "ten-b")
+    with pytest.raises(StorageError, match="symbolic link"):
+        list(storage.list("ten-c/"))
