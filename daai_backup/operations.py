@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -46,7 +47,7 @@ from daai_backup.errors import (
     SubscriptionSuspended,
     WrongTenant,
 )
-from daai_backup.lease import LeaseInfo, tenant_lease
+from daai_backup.lease import Lease, LeaseInfo, tenant_lease
 from daai_backup.mongo import (
     DumpResult,
     NamespaceEnd,
@@ -121,6 +122,18 @@ class EngineContext:
 
     def timezone(self, tenant: Tenant) -> str:
         return tenant.timezone or self.settings.timezone
+
+    def exclusive(
+        self, tenant: Tenant, operation: str, *, detail: str | None = None
+    ) -> AbstractContextManager[Lease]:
+        """The tenant's lease for ``operation`` (see :mod:`daai_backup.lease`).
+
+        Every engine call that writes to a tenant's folder or database holds it, so one
+        operation per tenant runs at a time whoever calls the engine (a flow, the CLI, a
+        script). Re-entrant: a flow that already holds it (around a whole restore, say)
+        nests its engine calls inside without a second document.
+        """
+        return tenant_lease(self.mongo_client, self.settings, tenant.id, operation, detail=detail)
 
     def close(self) -> None:
         if "mongo_client" in self.__dict__:
@@ -241,15 +254,38 @@ def backup_tenant(
     progress: Progress | None = None,
     now: datetime | None = None,
     expected_bytes: int = 0,
-    checkpoint: Callable[[], None] | None = None,
 ) -> BackupOutcome:
     """Take one full backup of the tenant's database into its folder; return its entry.
 
     The object only becomes visible once complete. The quota is enforced while writing too:
-    if the real size outgrows the room left, the upload stops and nothing is kept.
-    ``checkpoint()`` runs once the whole backup is written, right before storage commits it
-    (the caller's ``lease.check``); if it raises, nothing is kept.
+    if the real size outgrows the room left, the upload stops and nothing is kept. Holds the
+    tenant's lease, checked once the whole backup is written, right before storage commits
+    it: a lease lost meanwhile (``LeaseLost``) keeps nothing.
     """
+    with ctx.exclusive(tenant, "backup", detail=f"{label} backup") as lease:
+        return _backup_tenant(
+            ctx,
+            tenant,
+            label,
+            note=note,
+            progress=progress,
+            now=now,
+            expected_bytes=expected_bytes,
+            checkpoint=lease.check,
+        )
+
+
+def _backup_tenant(
+    ctx: EngineContext,
+    tenant: Tenant,
+    label: str,
+    *,
+    note: str | None,
+    progress: Progress | None,
+    now: datetime | None,
+    expected_bytes: int,
+    checkpoint: Callable[[], None],
+) -> BackupOutcome:
     started = time.monotonic()
     master = ctx.settings.keyring.require_current()
     note = validate_note(note)
@@ -452,7 +488,7 @@ def stage_restore(
     started = time.monotonic()
     entry = describe_backup(ctx, tenant, filename)
     folder = ctx.folder(tenant)
-    with folder.open(filename) as stored:
+    with ctx.exclusive(tenant, "restore", detail=filename), folder.open(filename) as stored:
         counted = CountingReader(
             stored,
             on_progress=(lambda done: progress(done, entry.size_bytes)) if progress else None,
@@ -476,26 +512,20 @@ def stage_restore(
     )
 
 
-def swap_restore(
-    ctx: EngineContext,
-    tenant: Tenant,
-    staged: StagedOutcome,
-    *,
-    checkpoint: Callable[[], None] | None = None,
-) -> RestoreOutcome:
+def swap_restore(ctx: EngineContext, tenant: Tenant, staged: StagedOutcome) -> RestoreOutcome:
     """Put a staged restore in place: the live database becomes exactly the backup's state.
 
-    ``checkpoint()`` runs right before the swap (the caller's ``lease.check``); if it raises,
-    the live database is untouched and the staged copy is dropped.
+    The tenant's lease is checked right before the swap: a lease lost meanwhile
+    (``LeaseLost``) leaves the live database untouched and drops the staged copy.
     """
     started = time.monotonic()
-    if checkpoint is not None:
+    with ctx.exclusive(tenant, "restore", detail=staged.file) as lease:
         try:
-            checkpoint()
+            lease.check()
         except BaseException:
-            discard_restore(ctx, tenant, staged)
+            discard_staged(ctx.mongo_client, tenant.database, staged.run)
             raise
-    result = swap_staged(ctx.mongo_client, tenant.database, staged.run)
+        result = swap_staged(ctx.mongo_client, tenant.database, staged.run)
     return RestoreOutcome(
         tenant_id=tenant.id,
         file=staged.file,
@@ -509,7 +539,8 @@ def swap_restore(
 
 def discard_restore(ctx: EngineContext, tenant: Tenant, staged: StagedOutcome) -> bool:
     """Drop a staged restore that will not be swapped in; live data was never touched."""
-    return discard_staged(ctx.mongo_client, tenant.database, staged.run)
+    with ctx.exclusive(tenant, "restore", detail=staged.file):
+        return discard_staged(ctx.mongo_client, tenant.database, staged.run)
 
 
 def restore_tenant(
@@ -518,16 +549,16 @@ def restore_tenant(
     filename: str,
     *,
     progress: Progress | None = None,
-    checkpoint: Callable[[], None] | None = None,
 ) -> RestoreOutcome:
     """Restore one of the tenant's backups into the tenant's own database: stage, then swap.
 
     The archive is loaded into staging collections and verified whole before anything
-    live changes; the swap then renames staged collections over the live ones.
-    ``checkpoint`` as in :func:`swap_restore`.
+    live changes; the swap then renames staged collections over the live ones. No safety
+    backup is taken here (the restore flow takes one between the two steps).
     """
-    staged = stage_restore(ctx, tenant, filename, progress=progress)
-    return swap_restore(ctx, tenant, staged, checkpoint=checkpoint)
+    with ctx.exclusive(tenant, "restore", detail=filename):
+        staged = stage_restore(ctx, tenant, filename, progress=progress)
+        return swap_restore(ctx, tenant, staged)
 
 
 def finish_interrupted_restore(ctx: EngineContext, tenant: Tenant) -> bool:
@@ -536,7 +567,8 @@ def finish_interrupted_restore(ctx: EngineContext, tenant: Tenant) -> bool:
     Until then the live database is torn (some collections restored, some old) and backups
     refuse it.
     """
-    return _finish_interrupted_restore(ctx.mongo_client, tenant.database)
+    with ctx.exclusive(tenant, "restore", detail="finishing an interrupted restore"):
+        return _finish_interrupted_restore(ctx.mongo_client, tenant.database)
 
 
 #: Errors that make a backup file bad, as opposed to a problem of this side: a missing or
@@ -636,7 +668,8 @@ def remove_leftovers(ctx: EngineContext, tenant: Tenant) -> int:
     verification records whose backup is gone. The caller MUST hold the tenant's lease:
     storage that cannot tell a live write from a dead one removes every unfinished write.
     """
-    return ctx.folder(tenant).remove_leftovers()
+    with ctx.exclusive(tenant, "cleanup"):
+        return ctx.folder(tenant).remove_leftovers()
 
 
 HOLD_WAIT_SECONDS = 120.0
@@ -678,7 +711,8 @@ def set_hold(
 def delete_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> None:
     """Delete one of the tenant's backups (retention's apply step)."""
     describe_backup(ctx, tenant, filename)
-    ctx.folder(tenant).delete(filename)
+    with ctx.exclusive(tenant, "delete", detail=filename):
+        ctx.folder(tenant).delete(filename)
 
 
 __all__ = [

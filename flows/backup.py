@@ -44,7 +44,7 @@ def take_backup(
     except KeyMissing as exc:
         publish_key_missing(tenant, str(exc))
         raise
-    with tenant_lock(ctx, tenant.id, "backup", detail=f"{label} backup") as lease:
+    with tenant_lock(ctx, tenant.id, "backup", detail=f"{label} backup"):
         # What killed runs left (temporary files, incomplete uploads) goes first: holding
         # the lease, nothing else can be writing to the tenant's folder.
         remove_leftovers(ctx, tenant)
@@ -55,9 +55,7 @@ def take_backup(
                     0.0, description=f"{label} backup of {tenant.id}: bytes written"
                 ),
             )
-            outcome = backup_tenant(
-                ctx, tenant, label, note, expected, progress, checkpoint=lease.check
-            )
+            outcome = backup_tenant(ctx, tenant, label, note, expected, progress)
         if label != policy.PRE_RESTORE:
             # Not for a safety backup: retention could delete the very file being restored.
             state = retention(tenant=tenant.id, return_state=True)

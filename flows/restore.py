@@ -141,7 +141,7 @@ def restore(
                 lease.check()
                 safety = pre_restore_backup(tenant=who.id, actor=actor, restoring=file)
                 logger.info("tenant %s: safety backup %s taken", who.id, safety["file"])
-                outcome = swap_restore(ctx, who, staged, checkpoint=lease.check)
+                outcome = swap_restore(ctx, who, staged)
             except BaseException:
                 # Still staged (not swapping): drop the copy, live data was never touched.
                 # Mid-swap: left for the next restore to finish.

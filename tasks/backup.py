@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from uuid import UUID
 
 from prefect import get_run_logger, task
@@ -52,12 +51,8 @@ def backup_tenant(
     note: str | None,
     expected_bytes: int,
     progress_artifact: UUID | None = None,
-    checkpoint: Callable[[], None] | None = None,
 ) -> BackupOutcome:
-    """Take one full backup of the tenant's database into its folder.
-
-    ``checkpoint`` (the tenant lease's ``check``) runs right before storage commits it.
-    """
+    """Take one full backup of the tenant's database into its folder (under its lease)."""
     logger = get_run_logger()
     last = [0.0]
 
@@ -76,7 +71,6 @@ def backup_tenant(
         note=note,
         progress=progress,
         expected_bytes=expected_bytes,
-        checkpoint=checkpoint,
     )
     if progress_artifact is not None:
         update_progress_artifact(progress_artifact, progress=100.0)

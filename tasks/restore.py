@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from prefect import get_run_logger, task
 
 from daai_backup import operations
@@ -81,17 +79,9 @@ def stage_restore(ctx: EngineContext, tenant: Tenant, filename: str) -> StagedOu
     retry_condition_fn=retry_if_transient,
     **DATA_TASK,
 )
-def swap_restore(
-    ctx: EngineContext,
-    tenant: Tenant,
-    staged: StagedOutcome,
-    checkpoint: Callable[[], None] | None = None,
-) -> RestoreOutcome:
-    """Put the staged copy in place (a retry finishes a swap a failure interrupted).
-
-    ``checkpoint`` (the tenant lease's ``check``) runs right before the swap.
-    """
-    outcome = operations.swap_restore(ctx, tenant, staged, checkpoint=checkpoint)
+def swap_restore(ctx: EngineContext, tenant: Tenant, staged: StagedOutcome) -> RestoreOutcome:
+    """Put the staged copy in place (a retry finishes a swap a failure interrupted)."""
+    outcome = operations.swap_restore(ctx, tenant, staged)
     get_run_logger().info(
         "tenant %s: restored %s: %d collections, %d documents, %d dropped, in %.1f s",
         tenant.id,

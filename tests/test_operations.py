@@ -33,11 +33,14 @@ from daai_backup.operations import (
     EngineContext,
     backup_tenant,
     check_key_can_read,
+    delete_backup,
     describe_backup,
+    finish_interrupted_restore,
     list_backups,
     preflight_backup,
     preflight_restore,
     quota_report,
+    remove_leftovers,
     restore_tenant,
     set_hold,
     verify_backup,
@@ -440,18 +443,24 @@ def test_a_lost_lease_stops_the_backup_before_its_commit_and_the_restore_before_
     from daai_backup.lease import lease_id, leases_collection, tenant_lease
 
     _seed(mongo_client, mongo_db_name)
-    ctx = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name})
-    tenant = ctx.tenant("acme")
     control = f"{mongo_db_name}_ctl"
+    base = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name})
+    ctx = EngineContext(
+        base.settings.model_copy(update={"control_database": control}), base.registry
+    )
+    tenant = ctx.tenant("acme")
     try:
         with tenant_lease(ctx.mongo_client, control, "acme", "backup") as held:
             checks: list[int] = []
+            held_check = held.check
 
             def check() -> None:
                 checks.append(1)
-                held.check()
+                held_check()
 
-            good = backup_tenant(ctx, tenant, "manual", checkpoint=check).entry.file
+            held.check = check  # type: ignore[method-assign]  # count the engine's checks
+            good = backup_tenant(ctx, tenant, "manual").entry.file  # nested: the same lease
+            held.check = held_check  # type: ignore[method-assign]
             assert checks  # called once everything was written
         mongo_client[mongo_db_name].employees.delete_many({})
         damaged = _state(mongo_client, mongo_db_name)
@@ -467,13 +476,13 @@ def test_a_lost_lease_stops_the_backup_before_its_commit_and_the_restore_before_
                     break
                 time.sleep(0.05)
             with pytest.raises(LeaseLost):
-                backup_tenant(ctx, tenant, "manual", checkpoint=held.check)
+                backup_tenant(ctx, tenant, "manual")  # nested in the held lease: checks it
             assert [e.file for e in list_backups(ctx, tenant)] == [good]
             folder = Path(local_storage_url.removeprefix("file://")) / "acme" / "db-backups"
             assert all(good in p.name for p in folder.iterdir())  # no partial file left
 
             with pytest.raises(LeaseLost):
-                restore_tenant(ctx, tenant, good, checkpoint=held.check)
+                restore_tenant(ctx, tenant, good)
             assert _state(mongo_client, mongo_db_name) == damaged  # nothing live changed
             assert not [
                 name
@@ -485,10 +494,14 @@ def test_a_lost_lease_stops_the_backup_before_its_commit_and_the_restore_before_
         mongo_client.drop_database(control)
 
 
-def test_hold_waits_for_the_tenants_lease(
-    mongo_client, mongo_uri, mongo_db_name, local_storage_url
+@pytest.mark.parametrize(
+    "call", ["hold", "backup", "restore", "delete", "remove_leftovers", "finish_interrupted"]
+)
+def test_engine_calls_wait_for_the_tenants_lease(
+    call, mongo_client, mongo_uri, mongo_db_name, local_storage_url
 ):
-    """A hold moves the file in steps: it never runs beside a retention of the tenant."""
+    """Whoever calls the engine (a flow, the CLI, a script), an operation that writes to a
+    tenant's folder or database waits while another operation of the tenant holds the lease."""
     import threading
 
     from daai_backup.lease import tenant_lease
@@ -499,17 +512,23 @@ def test_hold_waits_for_the_tenants_lease(
     file = backup_tenant(ctx, tenant, "manual").entry.file
     taken, release = threading.Event(), threading.Event()
 
-    def retention_elsewhere() -> None:
+    def operation_elsewhere() -> None:
         with tenant_lease(mongo_client, ctx.settings, "acme", "retention"):
             taken.set()
             release.wait(10)
 
-    other = threading.Thread(target=retention_elsewhere)
+    other = threading.Thread(target=operation_elsewhere)
     other.start()
     assert taken.wait(10)
     threading.Timer(1.5, release.set).start()
     started = time.monotonic()
-    set_hold(ctx, tenant, file, held=True)
+    {
+        "hold": lambda: set_hold(ctx, tenant, file, held=True),
+        "backup": lambda: backup_tenant(ctx, tenant, "manual"),
+        "restore": lambda: restore_tenant(ctx, tenant, file),
+        "delete": lambda: delete_backup(ctx, tenant, file),
+        "remove_leftovers": lambda: remove_leftovers(ctx, tenant),
+        "finish_interrupted": lambda: finish_interrupted_restore(ctx, tenant),
+    }[call]()
     assert time.monotonic() - started >= 1.4  # it waited for the other operation
     other.join(10)
-    assert [e.held for e in list_backups(ctx, tenant)] == [True]
