@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, BinaryIO, cast
 
@@ -644,18 +644,33 @@ class VerificationStatus:
 
 
 def verification_status(
-    ctx: EngineContext, tenant: Tenant, entries: Sequence[BackupEntry]
+    ctx: EngineContext,
+    tenant: Tenant,
+    entries: Sequence[BackupEntry],
+    *,
+    good_for: timedelta | None = None,
+    now: datetime | None = None,
 ) -> VerificationStatus:
-    """The verification records of ``entries``; a record only counts while the backup's size
-    is still the size that was verified (a file replaced since is not known anything)."""
+    """The verification records of ``entries``.
+
+    A record only counts while the backup's size is still the size that was verified (a file
+    replaced since is not known anything). With ``good_for``, a good result older than that
+    no longer counts as good (storage can rot in place without changing a file's size); a
+    bad result always counts.
+    """
     sizes = {e.file: e.size_bytes for e in entries}
+    moment = now or datetime.now(UTC)
     records = {
         name: r
         for name, r in ctx.folder(tenant).verifications().items()
         if sizes.get(name) == r.size_bytes
     }
     return VerificationStatus(
-        good=frozenset(n for n, r in records.items() if r.ok),
+        good=frozenset(
+            n
+            for n, r in records.items()
+            if r.ok and (good_for is None or moment - r.verified_at <= good_for)
+        ),
         bad=frozenset(n for n, r in records.items() if not r.ok),
         records=records,
     )

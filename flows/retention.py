@@ -75,7 +75,7 @@ def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dic
         entries = list_backups(ctx, tenant)
         active = tenant.active_frequency()
         now = datetime.now(UTC)
-        status = verification_status(ctx, tenant, entries)
+        status = verification_status(ctx, tenant, entries, now)
         good, bad = set(status.good), set(status.bad)
         if rules.plan(entries, active, now, known_bad=bad).delete:
             confirm_newest_good(ctx, tenant, entries, good, bad)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from prefect import get_run_logger, task
 
 from daai_backup import operations
@@ -11,6 +13,9 @@ from daai_backup.tenants import Tenant
 from tasks.common import DATA_TASK, retry_if_transient
 
 LIST_TIMEOUT_SECONDS = 300
+GOOD_FOR = timedelta(days=7)
+"""A good verification older than this is repeated before retention relies on it (a file
+can rot in place without changing its size); the weekly drill keeps most records fresher."""
 DELETE_TIMEOUT_SECONDS = 300
 
 
@@ -69,10 +74,10 @@ def delete_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> None:
     **DATA_TASK,
 )
 def verification_status(
-    ctx: EngineContext, tenant: Tenant, entries: list[BackupEntry]
+    ctx: EngineContext, tenant: Tenant, entries: list[BackupEntry], now: datetime
 ) -> operations.VerificationStatus:
-    """Which of the tenant's backups are known good or bad (their last verification)."""
-    status = operations.verification_status(ctx, tenant, entries)
+    """Which of the tenant's backups are known good (within a week) or bad."""
+    status = operations.verification_status(ctx, tenant, entries, good_for=GOOD_FOR, now=now)
     get_run_logger().info(
         "tenant %s: %d backups known good, %d known bad",
         tenant.id,

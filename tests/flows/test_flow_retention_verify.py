@@ -164,6 +164,28 @@ def test_retention_verifies_the_newest_backup_before_deleting_below_it(
     assert ctx.folder(tenant).verifications()[newest].ok is True
 
 
+def test_a_week_old_good_verification_is_repeated_before_retention_relies_on_it(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    """Storage can rot in place without changing a file's size: an old 'good' is rechecked."""
+    seed(mongo_client, mongo_db_name, docs=30)
+    tid = flow_env.add_tenant(mongo_db_name)
+    made = craft(flow_env, tid, [("pre-restore", 10)])  # verified, deletable by age
+    ctx = flow_env.context()
+    tenant = ctx.tenant(tid)
+    newest = operations.backup_tenant(ctx, tenant, "manual").entry.file
+    folder = ctx.folder(tenant)
+    size = ctx.folder(tenant).stat(newest).size
+    long_ago = datetime.now(UTC) - timedelta(days=8)
+    folder.record_verification(newest, VerificationRecord(newest, long_ago, True, None, size))
+    flip_a_bit(flow_env, tid, newest)  # rotted since, same size
+
+    result = retention(tenant=tid)
+    assert result["deleted"] == []  # the old good record was not trusted
+    assert folder.verifications()[newest].ok is False
+    assert made["pre-restore@10"] in files_of(flow_env, tid)
+
+
 def test_verify_with_a_wrong_key_says_it_is_the_key_not_the_backup(
     flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
