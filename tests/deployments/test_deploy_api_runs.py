@@ -70,6 +70,12 @@ def test_backup_now_and_restore_over_rest(
         )
         assert bad.status_code in (409, 422), bad.text
 
+        # A Quick Run (the deployment's defaults: a manual Backup Now) without an actor is
+        # refused by the server, naming the parameter; nothing is created.
+        quick = http.post(f"/deployments/{deployment['id']}/create_flow_run", json={})
+        assert quick.status_code in (409, 422), quick.text
+        assert "actor" in quick.text
+
         restore = http.get("/deployments/name/restore/restore").json()
         response = http.post(
             f"/deployments/{restore['id']}/create_flow_run",
