@@ -19,7 +19,7 @@ from daai_backup.catalog import human_size
 from daai_backup.errors import InvalidName, KeyMissing, SubscriptionSuspended
 from daai_backup.operations import EngineContext
 from daai_backup.tenants import Tenant
-from flows.common import engine, publish_backup_list, publish_key_missing
+from flows.common import engine, publish_backup_list, publish_key_missing, tag_this_run
 from flows.retention import retention
 from tasks.backup import backup_tenant, preflight_backup
 from tasks.catalog import list_backups, remove_leftovers
@@ -83,6 +83,7 @@ def backup(
 ) -> dict[str, Any] | State[Any]:
     """Back up one tenant: ``manual`` (Backup Now; the actor needs ``create``) or a schedule."""
     logger = get_run_logger()
+    tag_this_run(f"tenant:{tenant}")  # the fleet view finds the tenant's newest run by it
     with engine() as ctx:
         who = ctx.tenant(tenant)
         if label == policy.PRE_RESTORE:
