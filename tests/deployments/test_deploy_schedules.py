@@ -210,7 +210,14 @@ def test_daily_on_production_is_refused_clearly(settings: Settings) -> None:
 
 def test_operation_deployments(settings: Settings) -> None:
     specs = {s.name: s for s in desired_specs([], settings=settings, work_pool="pool-a")}
-    assert set(specs) == {"restore", "retention", "retention-sweep", "sync-schedules", "verify"}
+    assert set(specs) == {
+        "restore",
+        "retention",
+        "retention-sweep",
+        "sync-schedules",
+        "verify",
+        "fleet",
+    }
     assert specs["restore"].schedules == ()
     assert specs["retention"].schedules == ()
     sweep = specs["retention-sweep"].schedules[0]
@@ -218,6 +225,10 @@ def test_operation_deployments(settings: Settings) -> None:
     assert sweep.timezone == "Asia/Kolkata"
     assert specs["sync-schedules"].schedules[0].interval == timedelta(hours=1)
     assert specs["sync-schedules"].parameters == {"work_pool": "pool-a"}
+    fleet = specs["fleet"].schedules[0]
+    assert fleet.interval == timedelta(minutes=15)
+    assert fleet.slug == "fleet-every-15-min"
+    assert specs["fleet"].parameters == {}
 
 
 def _gap_tenant_id() -> str:
