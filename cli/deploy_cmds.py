@@ -42,11 +42,19 @@ def deploy(
 def notify(
     webhook: Annotated[str, typer.Option("--webhook", help="URL to POST failures to")],
 ) -> None:
-    """Post every failed or crashed backup/restore run to a webhook (a Prefect automation)."""
-    from deployments.notify import AUTOMATION_NAME, create_failure_notification
+    """Post failed or crashed backup/restore runs, and tenants that become overdue or failing."""
+    from deployments.notify import (
+        AUTOMATION_NAME,
+        TENANT_AUTOMATION_NAME,
+        create_failure_notification,
+    )
 
     automation_id = create_failure_notification(webhook)
     console.print(f"automation {AUTOMATION_NAME!r} ({automation_id}) posts failures to the webhook")
+    console.print(
+        f"automation {TENANT_AUTOMATION_NAME!r} posts tenants that become overdue or failing "
+        "(from the fleet flow)"
+    )
 
 
 @app.command()

@@ -11,8 +11,7 @@ from cli.app import app, console, err_console, guarded
 from cli.context import engine
 from daai_backup.catalog import TABLE_MIN_WIDTH, render_lines, render_table, to_json_records
 from daai_backup.lease import LeaseInfo, waiting_message
-from daai_backup.operations import list_backups, quota_report, set_hold
-from daai_backup.policy import SCHEDULE_HOUR
+from daai_backup.operations import list_backups, next_backup, quota_report, set_hold
 
 TenantOption = Annotated[str, typer.Option("--tenant", "-t", help="the tenant id")]
 FileOption = Annotated[str, typer.Option("--file", "-f", help="a backup file name from `list`")]
@@ -33,9 +32,16 @@ def list_(
         typer.echo(json.dumps(to_json_records(entries, tz), indent=2, ensure_ascii=False))
         return
     if not entries:
+        if record.subscription == "suspended":
+            when = "Scheduled backups are paused (subscription suspended)"
+        else:
+            at = next_backup(ctx, record)
+            when = (
+                f"The first scheduled backup runs at {at:%Y-%m-%d %H:%M %Z} "
+                f"({record.active_frequency()}, {tz} time)"
+            )
         console.print(
-            f"No backups yet for {tenant}. The first scheduled backup runs at "
-            f"{SCHEDULE_HOUR:02d}:00 {tz} time; `daai-backup backup --tenant {tenant}` "
+            f"No backups yet for {tenant}. {when}; `daai-backup backup --tenant {tenant}` "
             "takes one now.",
             highlight=False,
         )

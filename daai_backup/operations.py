@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,7 +47,8 @@ from daai_backup.errors import (
     SubscriptionSuspended,
     WrongTenant,
 )
-from daai_backup.lease import Lease, LeaseInfo, tenant_lease
+from daai_backup.fleet import FleetView, LastRun, TenantFacts, fleet_table
+from daai_backup.lease import Lease, LeaseInfo, current_holders, tenant_lease
 from daai_backup.mongo import (
     DumpResult,
     NamespaceEnd,
@@ -60,6 +61,7 @@ from daai_backup.mongo import finish_interrupted_restore as _finish_interrupted_
 from daai_backup.mongo import stage_restore as _stage_restore
 from daai_backup.names import BackupName, new_backup_name, validate_note
 from daai_backup.quota import MB, QuotaReport, check_quota
+from daai_backup.schedule_times import next_backup_time
 from daai_backup.settings import Settings, load_settings
 from daai_backup.streams import CountingReader, produce_into_pipe
 from daai_backup.tenants import Tenant, TenantRegistry
@@ -687,6 +689,80 @@ def remove_leftovers(ctx: EngineContext, tenant: Tenant) -> int:
         return ctx.folder(tenant).remove_leftovers()
 
 
+def key_problem(ctx: EngineContext) -> str | None:
+    """None when a current key is configured; else the one line saying what is wrong."""
+    try:
+        if ctx.settings.keyring.current is not None:
+            return None
+    except DaaiBackupError as exc:  # a malformed key
+        return str(exc)
+    return str(KeyMissing())
+
+
+def tenant_facts(ctx: EngineContext, tenant: Tenant) -> TenantFacts:
+    """What storage says about one tenant for the fleet view: one listing, the verification
+    records and the bytes used (read errors are kept, not raised)."""
+    try:
+        entries = list_backups(ctx, tenant)
+        status = verification_status(ctx, tenant, entries)
+        safety = sum(e.size_bytes for e in entries if e.frequency == policy.PRE_RESTORE)
+        used = ctx.folder(tenant).usage_bytes()
+    except DaaiBackupError as exc:
+        return TenantFacts(error=str(exc))
+    usage = QuotaReport.from_quota_mb(
+        max(0, used - safety), tenant.storage_quota_mb, outside_quota_bytes=safety
+    )
+    return TenantFacts(entries=tuple(entries), known_bad=status.bad, usage=usage)
+
+
+def fleet_view(
+    ctx: EngineContext,
+    *,
+    now: datetime | None = None,
+    last_runs: Mapping[str, LastRun | None] | None = None,
+    registered_at: Mapping[str, datetime] | None = None,
+) -> FleetView:
+    """The fleet table (:func:`daai_backup.fleet.fleet_table`) from storage, the leases and
+    the key; ``last_runs`` and ``registered_at`` come from the orchestrator when there is one.
+
+    A tenant whose storage cannot be read is shown ``unknown``; leases that cannot be read
+    (MongoDB down) are shown unknown with a note, never a reason to show nothing. Without
+    ``last_runs`` no tenant can be ``failing``: the caller says so.
+    """
+    now = now or datetime.now(UTC)
+    tenants = list(ctx.registry.values())
+    facts = {tenant.id: tenant_facts(ctx, tenant) for tenant in tenants}
+    notes: list[str] = []
+    leases: dict[str, LeaseInfo] | None
+    try:
+        leases = current_holders(ctx.mongo_client, ctx.settings, [t.id for t in tenants])
+    except DaaiBackupError as exc:
+        leases = None
+        notes.append(f"leases unknown: {exc}")
+    table = fleet_table(
+        tenants,
+        facts,
+        now=now,
+        default_timezone=ctx.settings.timezone,
+        spread_minutes=ctx.settings.schedule_spread_minutes,
+        key_problem=key_problem(ctx),
+        leases=leases,
+        last_runs=last_runs,
+        registered_at=registered_at,
+    )
+    return FleetView(table=table, now=now, notes=notes, facts=facts)
+
+
+def next_backup(ctx: EngineContext, tenant: Tenant, now: datetime | None = None) -> datetime:
+    """When the tenant's next scheduled backup runs, in its time zone (engine schedule)."""
+    return next_backup_time(
+        tenant,
+        now or datetime.now(UTC),
+        ctx.settings.timezone,
+        ctx.settings.schedule_spread_minutes,
+    )
+
+
 HOLD_WAIT_SECONDS = 120.0
 """How long hold/release wait for another operation of the tenant (a CLI command waits)."""
 
@@ -746,8 +822,11 @@ __all__ = [
     "discard_restore",
     "estimate_backup_bytes",
     "finish_interrupted_restore",
+    "fleet_view",
+    "key_problem",
     "list_backups",
     "load_context",
+    "next_backup",
     "preflight_backup",
     "preflight_restore",
     "quota_report",
@@ -757,6 +836,7 @@ __all__ = [
     "set_hold",
     "stage_restore",
     "swap_restore",
+    "tenant_facts",
     "verification_status",
     "verify_backup",
 ]

@@ -7,7 +7,7 @@ count of scheduled backups to keep, or an age limit with a floor of newest ones;
 function that applies it lives in :mod:`daai_backup.retention`.
 
 Schedules fire at :data:`SCHEDULE_HOUR`:00 in the tenant's time zone, as true intervals from a
-fixed anchor (see :mod:`deployments.schedules`).
+fixed anchor (:mod:`daai_backup.schedule_times`; the deployments render it as an RRule).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ deployment                  parameters                              schedule
 ``verify/verify``           given per run (tenant, file)            none
 ``retention-sweep/...``     none                                    daily, 04:00 default tz
 ``sync-schedules/...``      ``{work_pool}``                         hourly
+``fleet/fleet``             none                                    every 15 minutes
 ==========================  ======================================  ==========================
 
 One backup deployment per tenant keeps "Backup Now", the run history and pausing per tenant
@@ -49,15 +50,16 @@ if TYPE_CHECKING:
 MANAGED_TAG: Final = "daai-backup"
 """Every deployment this product creates carries it; sync deletes only tagged ones."""
 
-BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY = (
+BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY, FLEET = (
     "backup",
     "restore",
     "retention",
     "retention-sweep",
     "sync-schedules",
     "verify",
+    "fleet",
 )
-ROLES: Final = (BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY)
+ROLES: Final = (BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY, FLEET)
 
 FLOW_OBJECTS: Final[dict[str, str]] = {
     BACKUP: "flows.backup:backup",
@@ -66,11 +68,15 @@ FLOW_OBJECTS: Final[dict[str, str]] = {
     RETENTION_SWEEP: "flows.retention:retention_sweep",
     SYNC: "flows.sync:sync_schedules",
     VERIFY: "flows.verify:verify",
+    FLEET: "flows.fleet:fleet",
 }
 """Where each role's flow object lives (``module:attribute``)."""
 
 RETENTION_SWEEP_HOUR: Final = 4
 """The daily sweep runs at 04:00 in the default time zone, after the backup window."""
+
+FLEET_EVERY_MINUTES: Final = 15
+"""The fleet view is recomputed (and overdue tenants noticed) this often."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +145,8 @@ def tenant_spec(tenant: Tenant, *, settings: Settings, now: datetime) -> Deploym
 
 
 def operation_specs(settings: Settings, *, work_pool: str | None) -> list[DeploymentSpec]:
-    """The tenant-independent deployments: restore, retention, verify, the sweep and the sync."""
+    """The tenant-independent deployments: restore, retention, verify, the sweep, the sync
+    and the fleet view."""
     return [
         DeploymentSpec(
             role=RESTORE,
@@ -186,6 +193,18 @@ def operation_specs(settings: Settings, *, work_pool: str | None) -> list[Deploy
             description=(
                 "Re-apply the tenant registry to the deployments every hour (overrides expire, "
                 "suspended tenants pause)."
+            ),
+        ),
+        DeploymentSpec(
+            role=FLEET,
+            name=FLEET,
+            schedules=(
+                schedules.every_minutes_schedule(FLEET_EVERY_MINUTES, slug="fleet-every-15-min"),
+            ),
+            tags=(MANAGED_TAG, "operation:fleet"),
+            description=(
+                "Every tenant's state (ok, overdue, failing, suspended, no key, waiting for "
+                "first backup) as the 'fleet' table; posts tenants that become overdue or failing."
             ),
         ),
     ]

@@ -12,6 +12,13 @@ Creates (or replaces, so running it again is harmless) two objects on the Prefec
      "state": "Failed", "tenant": "acme-hr", "label": "manual", "message": "...",
      "flow_run_id": "...", "url": "http://.../runs/flow-run/..."}
 
+- a second automation ``daai-backup: tenant overdue or failing`` on the events the ``fleet``
+  flow emits when a tenant's state changes (``daai-backup.tenant.overdue`` and
+  ``daai-backup.tenant.failing``, resource ``daai-backup.tenant.<id>``), posting the same
+  JSON shape through the same block (``flow`` is ``fleet``, ``state`` is ``overdue`` or
+  ``failing``, ``message`` says why). The fleet flow emits an event only when a tenant's
+  state *changes*, so a tenant that stays overdue is posted once, not every 15 minutes.
+
 Nothing secret is in the payload: parameters carry tenant, label, file and actor only.
 """
 
@@ -21,6 +28,7 @@ from typing import Final
 from uuid import UUID
 
 AUTOMATION_NAME: Final = "daai-backup: failed backup or restore"
+TENANT_AUTOMATION_NAME: Final = "daai-backup: tenant overdue or failing"
 BLOCK_NAME: Final = "daai-backup-failure-webhook"
 WATCHED_FLOWS: Final = ("backup", "pre-restore-backup", "restore")
 FAILED_EVENTS: Final = ("prefect.flow-run.Failed", "prefect.flow-run.Crashed")
@@ -41,9 +49,29 @@ PAYLOAD: Final = (
 )
 """The JSON body, rendered by the server's Jinja sandbox (``tojson`` escapes each value)."""
 
+TENANT_EVENTS: Final = ("daai-backup.tenant.overdue", "daai-backup.tenant.failing")
+"""Fleet events that post (emitted by ``flows/fleet.py`` when a tenant enters the state)."""
+
+TENANT_PAYLOAD: Final = (
+    "{"
+    '"product": "daai-backup", '
+    '"flow": "fleet", '
+    '"flow_run": {{ event.payload.flow_run | tojson }}, '
+    '"state": {{ event.payload.state | tojson }}, '
+    '"tenant": {{ event.payload.tenant | tojson }}, '
+    '"label": {{ event.payload.frequency | tojson }}, '
+    '"file": null, '
+    '"message": {{ event.payload.detail | tojson }}, '
+    '"flow_run_id": {{ event.payload.flow_run_id | tojson }}, '
+    '"url": {{ event.payload.url | tojson }}'
+    "}"
+)
+"""The same JSON shape as :data:`PAYLOAD`, from the fleet event's payload."""
+
 
 def create_failure_notification(webhook_url: str) -> UUID:
-    """Create or replace the webhook block and the automation; returns the automation id."""
+    """Create or replace the webhook block and both automations; returns the id of the
+    failed-run automation (:data:`AUTOMATION_NAME`)."""
     from prefect.automations import Automation, CallWebhook, EventTrigger, Posture
     from prefect.blocks.webhook import Webhook
     from prefect.client.orchestration import get_client
@@ -60,8 +88,22 @@ def create_failure_notification(webhook_url: str) -> UUID:
     block_id = block.save(BLOCK_NAME, overwrite=True)
     assert isinstance(block_id, UUID)
     with get_client(sync_client=True) as client:
-        for existing in client.read_automations_by_name(AUTOMATION_NAME):
-            client.delete_automation(existing.id)
+        for name in (AUTOMATION_NAME, TENANT_AUTOMATION_NAME):
+            for existing in client.read_automations_by_name(name):
+                client.delete_automation(existing.id)
+    tenant_automation = Automation(
+        name=TENANT_AUTOMATION_NAME,
+        description="Post tenants that become overdue or failing (from the fleet flow).",
+        trigger=EventTrigger(
+            match={"prefect.resource.id": "daai-backup.tenant.*"},
+            expect=set(TENANT_EVENTS),
+            posture=Posture.Reactive,
+            threshold=1,
+        ),
+        actions=[CallWebhook(block_document_id=block_id, payload=TENANT_PAYLOAD)],
+    )
+    made = tenant_automation.create()
+    assert isinstance(made, Automation)
     automation = Automation(
         name=AUTOMATION_NAME,
         description="Post failed or crashed backup/restore runs to the ops webhook.",

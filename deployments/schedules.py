@@ -9,6 +9,9 @@ per-tenant offset, every N calendar days from a fixed anchor::
 - ``offset`` is ``sha256(tenant id) mod schedule_spread_minutes`` minutes: stable across
   processes and machines (unlike ``hash()``), roughly uniform over the window, so thousands of
   tenants do not start at the same minute.
+- The offset, the anchor and the fire times themselves live in the engine
+  (:mod:`daai_backup.schedule_times`, which the fleet view and the CLI use to say when the next
+  backup runs); this module only renders them as Prefect schedules.
 - The anchor is a fixed date (:data:`EPOCH`), so a 3-day schedule keeps its 3-day rhythm over
   month ends (a cron ``*/3`` would restart on the 1st) and re-registering never shifts it.
 - Why not ``Interval`` (measured on Prefect 3.9 with the server's own schedule code): an
@@ -24,7 +27,6 @@ per-tenant offset, every N calendar days from a fixed anchor::
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, time, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
@@ -32,28 +34,32 @@ from zoneinfo import ZoneInfo
 from prefect.schedules import Interval, RRule, Schedule
 
 from daai_backup import policy
+from daai_backup.schedule_times import (
+    EPOCH,
+    anchor_date,
+    anchor_wall_time,
+    interval_days,
+    offset_minutes,
+)
 from daai_backup.tenants import Tenant
 
 SCHEDULER_ACTOR: Final = "scheduler"
 """The actor of a scheduled backup run (who asked: the schedule)."""
 
-EPOCH: Final = datetime(2024, 1, 1).date()
-"""The fixed date every anchor is on (a Monday; any fixed date works)."""
-
-
-def offset_minutes(tenant_id: str, spread_minutes: int) -> int:
-    """Stable offset of ``tenant_id`` inside a window of ``spread_minutes`` (0 if no window)."""
-    if spread_minutes <= 0:
-        return 0
-    digest = hashlib.sha256(tenant_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % spread_minutes
-
-
-def anchor_date(tenant: Tenant, *, default_timezone: str, spread_minutes: int) -> datetime:
-    """The tenant's anchor: 01:00 local on :data:`EPOCH` plus its offset, tz-aware."""
-    zone = tenant.zone(default_timezone)
-    start = datetime.combine(EPOCH, time(policy.SCHEDULE_HOUR), tzinfo=zone)
-    return start + timedelta(minutes=offset_minutes(tenant.id, spread_minutes))
+__all__ = [
+    "EPOCH",
+    "SCHEDULER_ACTOR",
+    "anchor_date",
+    "backup_schedule",
+    "daily_schedule",
+    "day_rrule",
+    "describe_backup_schedule",
+    "every_minutes_schedule",
+    "hourly_schedule",
+    "next_run_times",
+    "offset_minutes",
+    "schedule_slug",
+]
 
 
 def schedule_slug(tenant_id: str, label: str) -> str:
@@ -78,12 +84,9 @@ def backup_schedule(
     Raises ``ConfigError`` for a label that is not a schedule or that the tenant's
     environment does not allow (``daily`` on production).
     """
-    row = policy.scheduled_frequency(label, tenant.environment)
-    assert row.interval is not None
-    days, rest = divmod(row.interval, timedelta(days=1))
-    if rest or days < 1:
-        raise ValueError(f"frequency {label!r} is not a whole number of days")
-    anchor = anchor_date(tenant, default_timezone=default_timezone, spread_minutes=spread_minutes)
+    policy.scheduled_frequency(label, tenant.environment)
+    days = interval_days(label)
+    anchor = anchor_wall_time(tenant.id, spread_minutes)
     return RRule(
         day_rrule(anchor, days),
         timezone=tenant.timezone or default_timezone,
@@ -118,6 +121,12 @@ def hourly_schedule(slug: str, minute: int = 5) -> Schedule:
     """Every hour at ``minute`` past (for the schedule sync)."""
     anchor = datetime.combine(EPOCH, time(0, minute), tzinfo=ZoneInfo("UTC"))
     return Interval(timedelta(hours=1), anchor_date=anchor, timezone="UTC", slug=slug)
+
+
+def every_minutes_schedule(minutes: int, slug: str, minute: int = 0) -> Schedule:
+    """Every ``minutes`` minutes from ``minute`` past midnight UTC (for the fleet view)."""
+    anchor = datetime.combine(EPOCH, time(0, minute), tzinfo=ZoneInfo("UTC"))
+    return Interval(timedelta(minutes=minutes), anchor_date=anchor, timezone="UTC", slug=slug)
 
 
 def next_run_times(schedule: Schedule, after: datetime, count: int) -> list[datetime]:

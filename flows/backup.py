@@ -89,9 +89,11 @@ def backup(
         note: A short note shown in the backup list (at most 200 characters, one line).
     """
     logger = get_run_logger()
+    # The fleet view finds the tenant's newest run by its tenant tag; the label tag says
+    # what this run was (a deployment's tags reach every run made from it, so not there).
+    tag_this_run(f"tenant:{tenant}", f"label:{label}")
     with engine() as ctx:
         who = ctx.tenant(tenant)
-        tag_this_run(f"label:{label}")
         if label == policy.PRE_RESTORE:
             raise InvalidName(
                 "pre-restore backups are taken by the restore flow; use 'manual' or a schedule"

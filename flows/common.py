@@ -7,13 +7,15 @@ reach Prefect's database. Artifacts carry file names, sizes and times, never a s
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from daai_backup import catalog, operations
 from daai_backup.catalog import BackupEntry
+from daai_backup.fleet import backup_list_description
 from daai_backup.operations import EngineContext
 from daai_backup.tenants import Tenant
 
@@ -28,14 +30,50 @@ def engine() -> Iterator[EngineContext]:
         ctx.close()
 
 
-def publish_backup_list(ctx: EngineContext, tenant: Tenant, entries: Sequence[BackupEntry]) -> None:
-    """The tenant's backup list as the keyed table artifact ``backups-<tenant>``."""
+BACKUP_LIST_KEY = "backups-{tenant}"
+"""Key of a tenant's backup list artifact."""
+
+
+def backup_list_artifact(
+    ctx: EngineContext,
+    tenant: Tenant,
+    entries: Sequence[BackupEntry],
+    *,
+    known_bad: Iterable[str] = (),
+    now: datetime | None = None,
+) -> tuple[str, list[dict[str, str]], str]:
+    """(key, rows, description) of the tenant's backup list as it should be published now."""
     rows = catalog.to_artifact_rows(entries, ctx.timezone(tenant))
-    create_table_artifact(
-        rows,
-        key=f"backups-{tenant.id}",
-        description=f"Backups of {tenant.workspace_name} ({tenant.id}), newest first",
+    description = backup_list_description(
+        tenant,
+        entries,
+        now=now or datetime.now(UTC),
+        default_timezone=ctx.settings.timezone,
+        spread_minutes=ctx.settings.schedule_spread_minutes,
+        known_bad=known_bad,
     )
+    return BACKUP_LIST_KEY.format(tenant=tenant.id), rows, description
+
+
+def publish_backup_list(
+    ctx: EngineContext,
+    tenant: Tenant,
+    entries: Sequence[BackupEntry],
+    *,
+    known_bad: Iterable[str] = (),
+    now: datetime | None = None,
+) -> None:
+    """The tenant's backup list as the keyed table artifact ``backups-<tenant>``.
+
+    Prefect's page for the key (``/artifacts/key/backups-<tenant>``, where the Artifacts list
+    leads) shows the newest version's *description* and a timeline, not the table: the
+    description therefore carries the answer itself (newest good backup, how many, the next
+    scheduled run). See ``docs/operations.md`` ("The fleet view").
+    """
+    key, rows, description = backup_list_artifact(
+        ctx, tenant, entries, known_bad=known_bad, now=now
+    )
+    create_table_artifact(rows, key=key, description=description)
 
 
 def publish_key_missing(tenant: Tenant, message: str) -> None:
@@ -59,30 +97,33 @@ def publish_key_missing(tenant: Tenant, message: str) -> None:
     )
 
 
-def local_time(ctx: EngineContext, tenant: Tenant, entry: BackupEntry) -> str:
-    """The backup's time in the tenant's zone, as the product shows it."""
-    zone = catalog.zone(ctx.timezone(tenant))
-    return entry.taken_at.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
-
-
 def tag_this_run(*tags: str) -> None:
-    """Add ``tags`` to the current flow run (e.g. ``label:manual``), keeping its own.
+    """Add ``tags`` to the flow run in this context, however it was started.
 
-    Tags a deployment carries reach every run made from it, so what differs per run (a
-    manual Backup Now or a scheduled backup of the same deployment) is tagged here, at run
-    time. Best effort: a run outside a Prefect flow, or an API hiccup, changes nothing.
+    Deployment runs inherit ``tenant:<id>`` from their deployment; runs started by the CLI,
+    by ``run_deployment`` of another deployment or by a script do not. The fleet view finds a
+    tenant's newest backup run by that tag, so the backup flow tags itself. A failure here is
+    logged, never a reason to fail a backup.
     """
+    from prefect import get_run_logger
     from prefect.client.orchestration import get_client
     from prefect.context import FlowRunContext
 
     context = FlowRunContext.get()
     run = context.flow_run if context is not None else None
-    if run is None or set(tags) <= set(run.tags):
+    if run is None:
         return
     wanted = sorted(set(run.tags) | set(tags))
+    if wanted == sorted(run.tags):
+        return
     try:
         with get_client(sync_client=True) as client:
             client.update_flow_run(run.id, tags=wanted)
-    except Exception:
-        return
-    run.tags = wanted
+    except Exception as exc:  # the API being briefly away must not fail a backup
+        get_run_logger().warning("could not tag this run %s: %s", ", ".join(tags), exc)
+
+
+def local_time(ctx: EngineContext, tenant: Tenant, entry: BackupEntry) -> str:
+    """The backup's time in the tenant's zone, as the product shows it."""
+    zone = catalog.zone(ctx.timezone(tenant))
+    return entry.taken_at.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")

@@ -120,7 +120,7 @@ def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dic
         key=f"retention-{tenant.id}",
         description=f"Retention of {tenant.id} ({active} active){' — dry run' if dry_run else ''}",
     )
-    publish_backup_list(ctx, tenant, remaining)
+    publish_backup_list(ctx, tenant, remaining, known_bad=bad)
     if failed:
         raise DaaiBackupError(
             f"retention of tenant {tenant.id!r}: {len(failed)} of {len(decided.delete)} deletes "

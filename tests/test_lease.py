@@ -31,6 +31,7 @@ from daai_backup.lease import (
     Lease,
     LeaseInfo,
     current_holder,
+    current_holders,
     ensure_indexes,
     held_lease,
     lease_id,
@@ -143,6 +144,12 @@ def test_lease_is_reentrant_in_one_context_and_not_in_another(
         # another tenant is independent
         with tenant_lease(mongo_client, control_db, "globex", "backup", wait_seconds=0):
             assert leases.count_documents({}) == 2
+            # All holders in one query (the fleet view); a tenant nobody holds is left out.
+            holders = current_holders(mongo_client, control_db, ["acme", "globex", "initech"])
+            assert {t: h.operation for t, h in holders.items()} == {
+                "acme": "restore",
+                "globex": "backup",
+            }
     assert held_lease(control_db, "acme") is None
     assert leases.count_documents({}) == 0
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bson import ObjectId
 
-from daai_backup.operations import backup_tenant, load_context
+from daai_backup.operations import backup_tenant, load_context, next_backup
 
 
 def _one_line_error(result, fragment: str) -> None:
@@ -62,7 +62,10 @@ def test_list_inspect_decrypt_and_usage(cli_env, run_cli, mongo_client, mongo_db
     empty = run_cli("list", "--tenant", "acme")
     assert empty.exit_code == 0
     assert "No backups yet" in empty.output
-    assert "01:00" in empty.output
+    # The real next slot (01:00 Berlin time plus the tenant's offset), not "01:00".
+    ctx = load_context()
+    at = next_backup(ctx, ctx.tenant("acme"))
+    assert f"runs at {at:%Y-%m-%d %H:%M %Z} (15-day, Europe/Berlin time)" in empty.output
     assert "daai-backup backup --tenant acme" in empty.output
 
     file = _backup(mongo_client, mongo_db_name, note="before the audit")
@@ -157,3 +160,41 @@ def test_bad_input_is_one_line(cli_env, run_cli, tmp_path: Path, monkeypatch) ->
         run_cli("decrypt", str(junk), "--tenant", "acme", "--output", str(tmp_path / "o")),
         "BACKUP_ENCRYPTION_KEY",
     )
+
+
+def test_status_without_a_prefect_server(
+    cli_env, run_cli, mongo_client, mongo_db_name, monkeypatch
+) -> None:
+    """One line per tenant; 'failing' is unknown and the output says so; no key is shown as
+    soon as the key is missing."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    _backup(mongo_client, mongo_db_name)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        shown = run_cli("status")
+        as_json = run_cli("status", "--json")
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.strip().splitlines()
+    assert lines[0].startswith("2 tenants at ")
+    assert "1 waiting for first backup" in lines[0]
+    assert "1 ok" in lines[0]
+    tenant_lines = [line for line in lines if line.startswith(("acme ", "beta "))]
+    assert len(tenant_lines) == 2
+    [acme] = [line for line in tenant_lines if line.startswith("acme ")]
+    assert " ok " in acme
+    assert "last good " in acme
+    assert "quota 0% of 50.0 MB" in acme
+    assert "last run —" in acme
+    assert lines[-1].startswith("note: no Prefect server (PREFECT_API_URL is not set)")
+    data = json.loads(as_json.stdout)
+    assert {r["tenant"]: r["state"] for r in data["tenants"]} == {
+        "acme": "ok",
+        "beta": "waiting for first backup",
+    }
+    assert data["tenants"][0]["last_run_state"] == "?"
+
+    monkeypatch.delenv("BACKUP_ENCRYPTION_KEY")
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        keyless = json.loads(run_cli("status", "--json").stdout)
+    assert {r["state"] for r in keyless["tenants"]} == {"no key"}
+    assert "BACKUP_ENCRYPTION_KEY is not set" in keyless["tenants"][0]["detail"]

@@ -51,6 +51,11 @@ def sync_schedules(work_pool: str | None = None) -> None:
     """Stand-in for flows.sync.sync_schedules."""
 
 
+@flow(name="fleet")
+def fleet() -> None:
+    """Stand-in for flows.fleet.fleet."""
+
+
 FLOWS: dict[str, Flow[..., Any]] = {
     "backup": backup,
     "restore": restore,
@@ -58,6 +63,7 @@ FLOWS: dict[str, Flow[..., Any]] = {
     "retention-sweep": retention_sweep,
     "sync-schedules": sync_schedules,
     "verify": verify,
+    "fleet": fleet,
 }
 
 

@@ -31,10 +31,10 @@ def test_deploy_registers_and_reports(clean_server: str, tenants_file: Path) -> 
     first = runner.invoke(app, ["deploy"])
     assert first.exit_code == 0, first.output
     assert "created  backup/backup-acme-hr" in first.output
-    assert "deployments: 6 created" in first.output
+    assert "deployments: 7 created" in first.output
     again = runner.invoke(app, ["deploy"])
     assert again.exit_code == 0, again.output
-    assert "0 created, 0 updated, 0 removed, 0 paused, 0 resumed, 6 unchanged" in again.output
+    assert "0 created, 0 updated, 0 removed, 0 paused, 0 resumed, 7 unchanged" in again.output
 
     pooled = runner.invoke(app, ["deploy", "--work-pool", "cli-pool"])
     assert pooled.exit_code == 0, pooled.output

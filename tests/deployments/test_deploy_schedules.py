@@ -15,7 +15,9 @@ import pytest
 from deploy_helpers import registry
 from prefect.schedules import Interval, RRule
 
+from daai_backup import schedule_times
 from daai_backup.errors import ConfigError, TenantsFileInvalid
+from daai_backup.schedule_times import next_backup_time
 from daai_backup.settings import Settings
 from daai_backup.tenants import Tenant
 from deployments import schedules
@@ -210,7 +212,14 @@ def test_daily_on_production_is_refused_clearly(settings: Settings) -> None:
 
 def test_operation_deployments(settings: Settings) -> None:
     specs = {s.name: s for s in desired_specs([], settings=settings, work_pool="pool-a")}
-    assert set(specs) == {"restore", "retention", "retention-sweep", "sync-schedules", "verify"}
+    assert set(specs) == {
+        "restore",
+        "retention",
+        "retention-sweep",
+        "sync-schedules",
+        "verify",
+        "fleet",
+    }
     assert specs["restore"].schedules == ()
     assert specs["retention"].schedules == ()
     sweep = specs["retention-sweep"].schedules[0]
@@ -218,6 +227,80 @@ def test_operation_deployments(settings: Settings) -> None:
     assert sweep.timezone == "Asia/Kolkata"
     assert specs["sync-schedules"].schedules[0].interval == timedelta(hours=1)
     assert specs["sync-schedules"].parameters == {"work_pool": "pool-a"}
+    fleet = specs["fleet"].schedules[0]
+    assert fleet.interval == timedelta(minutes=15)
+    assert fleet.slug == "fleet-every-15-min"
+    assert specs["fleet"].parameters == {}
+
+
+def _gap_tenant_id() -> str:
+    """A tenant id whose slot is 02:xx local: inside the spring-forward gap of New York."""
+    return next(f"gap-{n}" for n in range(1000) if schedules.offset_minutes(f"gap-{n}", 120) >= 60)
+
+
+@pytest.mark.parametrize(
+    ("zone", "label", "after"),
+    [
+        ("Asia/Kolkata", "15-day", datetime(2026, 1, 20, tzinfo=UTC)),
+        ("Asia/Kolkata", "monthly", datetime(2026, 11, 28, 9, tzinfo=UTC)),
+        ("America/New_York", "24-hour", datetime(2026, 3, 6, tzinfo=UTC)),  # spring forward
+        ("America/New_York", "3-day", datetime(2026, 10, 30, tzinfo=UTC)),  # fall back
+        ("Europe/Berlin", "24-hour", datetime(2026, 3, 27, 12, tzinfo=UTC)),
+        ("Europe/London", "7-day", datetime(2026, 10, 20, tzinfo=UTC)),
+        ("Australia/Sydney", "24-hour", datetime(2026, 4, 3, tzinfo=UTC)),  # autumn (April)
+        ("UTC", "3-day", datetime(2026, 2, 27, 23, 59, tzinfo=UTC)),
+    ],
+)
+def test_engine_next_backup_time_agrees_with_the_registered_rrule(
+    zone: str, label: str, after: datetime
+) -> None:
+    """The engine's schedule (fleet view, CLI) fires exactly when Prefect's RRule does,
+    including slots inside a DST gap and on the repeated autumn hour."""
+    for tenant_id in ("acme-hr", "globex-crm", "initech", _gap_tenant_id()):
+        tenant = _tenant(id=tenant_id, timezone=zone, frequency=label)
+        schedule = schedules.backup_schedule(
+            tenant, label, default_timezone="Asia/Kolkata", spread_minutes=120
+        )
+        moment = after
+        for expected in schedules.next_run_times(schedule, after, 8):
+            got = next_backup_time(tenant, moment, "Asia/Kolkata", 120)
+            # As instants, and with the same UTC offset (so the wall time shown is right).
+            assert got.timestamp() == expected.timestamp(), (tenant_id, moment)
+            assert got.utcoffset() == expected.utcoffset()
+            assert str(got.tzinfo) == zone
+            # At the slot itself it is still that slot (Prefect's start is inclusive).
+            assert next_backup_time(tenant, got, "Asia/Kolkata", 120) == got
+            moment = got + timedelta(seconds=1)
+
+
+def test_engine_schedule_is_the_one_deployments_use() -> None:
+    """One place: the deployments' offset and anchor are the engine's."""
+    assert schedules.offset_minutes is schedule_times.offset_minutes
+    assert schedules.EPOCH == schedule_times.EPOCH
+    tenant = _tenant(timezone="America/New_York")
+    schedule = schedules.backup_schedule(
+        tenant, "7-day", default_timezone="UTC", spread_minutes=120
+    )
+    anchor = schedule_times.anchor_wall_time("acme-hr", 120)
+    assert schedule.rrule == f"DTSTART:{anchor:%Y%m%dT%H%M%S}\nRRULE:FREQ=DAILY;INTERVAL=7"
+
+
+def test_next_backup_time_after_an_override_ends() -> None:
+    """An override ending before its next slot: the tenant's own frequency, from its end."""
+    until = datetime(2026, 6, 10, tzinfo=UTC)
+    override = {"frequency": "monthly", "until": until.isoformat()}
+    tenant = _tenant(frequency="3-day", frequency_override=override)
+    now = until - timedelta(days=2)
+    own = _tenant(frequency="3-day")  # same anchor
+    assert next_backup_time(tenant, now, "Asia/Kolkata", 120) == next_backup_time(
+        own, until, "Asia/Kolkata", 120
+    )
+    # Asked for a label, it answers for that label.
+    monthly = next_backup_time(tenant, now, "Asia/Kolkata", 120, label="monthly")
+    assert monthly >= until
+    assert (
+        monthly - schedules.anchor_date(tenant, default_timezone="Asia/Kolkata", spread_minutes=120)
+    ) % timedelta(days=30) == timedelta(0)
 
 
 def test_the_schedule_reads_as_what_it_is(settings: Settings) -> None:

@@ -84,7 +84,7 @@ def test_two_workers_run_several_tenants(
     report = sync_deployments(
         registry.values(), settings=settings, work_pool=POOL, now=datetime.now(UTC)
     )
-    assert len(report.created) == 5 + len(TENANTS)
+    assert len(report.created) == 6 + len(TENANTS)  # the operation deployments + one each
 
     workers = [
         subprocess.Popen(
