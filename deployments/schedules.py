@@ -21,8 +21,10 @@ per-tenant offset, every N calendar days from a fixed anchor::
   forever after. The RRule keeps the wall time on every other day, fires once on the gap day
   (an hour earlier by the wall clock) and once on the repeated hour in autumn. Every row is a
   whole number of days, so the RRule is still a true interval. See ``docs/decisions.md``.
-- The slug is ``<tenant>-<label>``: without a slug, re-registering re-activates a paused
-  schedule; with it, a frequency change is a new slug and sync deletes the old schedule.
+- The slug is the schedule in words (``7-day: every 7 days at 02:12 IST (Asia/Kolkata)``):
+  Prefect's UI names a schedule by its slug (an RRule shows as nothing else). Without a
+  slug, re-registering re-activates a paused schedule; with it, a frequency change is a new
+  slug and sync deletes the old schedule.
 """
 
 from __future__ import annotations
@@ -62,8 +64,12 @@ __all__ = [
 ]
 
 
-def schedule_slug(tenant_id: str, label: str) -> str:
-    return f"{tenant_id}-{label}"
+def schedule_slug(label: str, described: str) -> str:
+    """The schedule's slug, which is how Prefect's UI names a schedule: what it is, in words
+    (``7-day: every 7 days at 02:12 IST (Asia/Kolkata)``). Stable while the tenant's
+    frequency, zone and offset are; a change of any of them is a new schedule (sync deletes
+    the old slug)."""
+    return f"{label}: {described}"
 
 
 def day_rrule(anchor: datetime, days: int) -> str:
@@ -91,7 +97,12 @@ def backup_schedule(
         day_rrule(anchor, days),
         timezone=tenant.timezone or default_timezone,
         active=active,
-        slug=schedule_slug(tenant.id, label),
+        slug=schedule_slug(
+            label,
+            describe_backup_schedule(
+                tenant, label, default_timezone=default_timezone, spread_minutes=spread_minutes
+            ),
+        ),
         # A scheduled run is a backup of this frequency; the deployment's own default
         # (a Quick Run in the UI) is a manual Backup Now.
         parameters={"label": label, "actor": SCHEDULER_ACTOR},

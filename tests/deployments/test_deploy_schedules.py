@@ -130,7 +130,7 @@ def test_schedule_shape_slug_and_anchor() -> None:
     )
     offset = schedules.offset_minutes("acme-hr", 120)
     hour, minute = divmod(60 + offset, 60)
-    assert schedule.slug == "acme-hr-7-day"
+    assert schedule.slug.startswith("7-day: every 7 days at ")
     assert schedule.timezone == "Europe/Berlin"
     assert schedule.rrule == (
         f"DTSTART:20240101T{hour:02d}{minute:02d}00\nRRULE:FREQ=DAILY;INTERVAL=7"
@@ -191,11 +191,11 @@ def test_override_applies_until_it_expires(settings: Settings) -> None:
     during = tenant_spec(tenant, settings=settings, now=until - timedelta(minutes=1))
     after = tenant_spec(tenant, settings=settings, now=until)
     assert during.schedules[0].parameters["label"] == "24-hour"
-    assert during.schedules[0].slug == "acme-hr-24-hour"
+    assert during.schedules[0].slug.startswith("24-hour: every day at ")
     assert during.schedules[0].rrule is not None
     assert "override until" in during.description
     assert after.schedules[0].parameters["label"] == "15-day"
-    assert after.schedules[0].slug == "acme-hr-15-day"
+    assert after.schedules[0].slug.startswith("15-day: every 15 days at ")
     assert after.schedules[0].rrule is not None
     # Same anchor (DTSTART), only the interval differs.
     assert after.schedules[0].rrule.split("\n")[0] == during.schedules[0].rrule.split("\n")[0]
@@ -307,4 +307,6 @@ def test_the_schedule_reads_as_what_it_is(settings: Settings) -> None:
     tenant = _tenant(id="acme-hr", timezone="Asia/Kolkata", frequency="7-day")
     spec = tenant_spec(tenant, settings=settings, now=datetime(2026, 6, 1, tzinfo=UTC))
     anchor = schedules.anchor_date(tenant, default_timezone="Asia/Kolkata", spread_minutes=120)
-    assert f"every 7 days at {anchor:%H:%M} IST (Asia/Kolkata)" in spec.description
+    words = f"every 7 days at {anchor:%H:%M} IST (Asia/Kolkata)"
+    assert words in spec.description
+    assert spec.schedules[0].slug == f"7-day: {words}"  # what the UI shows for a schedule

@@ -66,7 +66,8 @@ def test_create_then_idempotent(
     assert not deployment.paused
     [schedule] = deployment.schedules
     assert schedule.parameters == {"label": "3-day", "actor": "scheduler"}
-    assert schedule.slug == "globex-crm-3-day"
+    assert schedule.slug.startswith("3-day: every 3 days at ")
+    assert schedule.slug.endswith("UTC (UTC)")
     assert schedule.schedule.rrule.endswith("FREQ=DAILY;INTERVAL=3")  # type: ignore[union-attr]
     assert schedule.schedule.timezone == "UTC"  # type: ignore[union-attr]
     restore = _read("restore/restore")
@@ -96,7 +97,7 @@ def test_update_pause_resume_remove(
     assert report.unchanged == 6
 
     acme = _read("backup/backup-acme-hr")
-    assert [s.slug for s in acme.schedules] == ["acme-hr-7-day"]  # the old one is gone
+    assert [s.slug.split(":")[0] for s in acme.schedules] == ["7-day"]  # the old one is gone
     assert acme.schedules[0].parameters["label"] == "7-day"
     assert acme.parameters["label"] == "manual"
     assert _read("backup/backup-globex-crm").paused
@@ -124,7 +125,7 @@ def test_override_expires_back_to_own_frequency(
     assert after.updated == ["backup/backup-acme-hr"]
     deployment = _read("backup/backup-acme-hr")
     assert deployment.schedules[0].parameters["label"] == "15-day"
-    assert [s.slug for s in deployment.schedules] == ["acme-hr-15-day"]
+    assert [s.slug.split(":")[0] for s in deployment.schedules] == ["15-day"]
 
 
 def test_work_pool_registration(
