@@ -21,6 +21,7 @@ from daai_backup.operations import EngineContext
 from daai_backup.tenants import Tenant
 from flows.backup import pre_restore_backup
 from flows.common import engine, local_time
+from flows.refusals import one_line_refusals
 from tasks.catalog import describe_backup
 from tasks.common import tenant_lock
 from tasks.restore import (
@@ -91,6 +92,7 @@ def ask_confirmation(ctx: EngineContext, tenant: Tenant, entry: BackupEntry, tim
     )
 
 
+@one_line_refusals
 @flow(name="restore", flow_run_name="restore-{tenant}", persist_result=False)
 def restore(
     tenant: str,
