@@ -70,7 +70,10 @@ def test_refused_restores_and_backups_are_one_line(
             tenant=tid, file=file, actor=actor, confirm_workspace_name=confirm, return_state=True
         )
 
-    assert_refused(restore_as(OWNER, confirm="acme books"), ConfirmationMismatch)
+    wrong = assert_refused(restore_as(OWNER, confirm="acme books"), ConfirmationMismatch)
+    # It says what to type: the workspace name as the confirmation shows it.
+    assert "'acme books' does not match the workspace name" in str(wrong)
+    assert 'type the workspace name exactly as shown: "Acme Books"' in str(wrong)
     assert_refused(restore_as("clerk@x"), PermissionDenied)  # create, not restore
     assert_refused(restore_as(OWNER, file="../x"), InvalidName)  # traversal
     assert_refused(backup(tenant=tid, actor=None, return_state=True), PermissionDenied)
