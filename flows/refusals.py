@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import weakref
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
 from prefect import Flow, get_run_logger
@@ -39,8 +38,12 @@ R = TypeVar("R")
 RUN_LOGGERS: Final = ("prefect.flow_runs", "prefect.task_runs")
 """The loggers of Prefect's run logs (``get_run_logger`` and the engines' own lines)."""
 
-_ended_runs: weakref.WeakSet[BaseException] = weakref.WeakSet()
-"""Refusals already turned into a run's final state (and logged once, in one line)."""
+ENDED_A_RUN: Final = "daai_ended_a_run"
+"""Attribute set on a refusal once it is a run's final state (and logged once, in one line).
+
+On the exception itself, not in a registry of this module: a served run executes the flow
+in a subprocess from a cloudpickled copy of the wrapper, whose module-level state would be
+a copy too."""
 
 
 def refusal_state(error: DaaiBackupError) -> State[Any]:
@@ -69,7 +72,7 @@ def one_line_refusals(flow: Flow[P, R]) -> Flow[P, R]:
             return body(*args, **kwargs)
         except DaaiBackupError as error:
             get_run_logger().error("%s: %s", type(error).__name__, error)
-            _ended_runs.add(error)
+            setattr(error, ENDED_A_RUN, True)
             return cast(R, refusal_state(error))
 
     run.one_line_refusals = True  # type: ignore[attr-defined]  # checked by a test
@@ -84,7 +87,7 @@ class RefusalTracebackFilter(logging.Filter):
         error = record.exc_info[1] if record.exc_info else None
         if not isinstance(error, DaaiBackupError):
             return True
-        if error in _ended_runs:
+        if getattr(error, ENDED_A_RUN, False):
             return False  # the run already ended with it as its message, logged once
         record.exc_info = None
         record.exc_text = None
