@@ -202,6 +202,32 @@ def test_a_refused_deployment_run_logs_no_traceback(
     assert not [m for m in logs if "unexpected exception" in m], logs
 
 
+def test_a_refused_served_run_logs_no_traceback(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    """``make up``'s runs: ``serve`` runs each in a subprocess from a pickled copy of the
+    flow (``run_flow_in_subprocess``)."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow_in_subprocess
+
+    seed(mongo_client, mongo_db_name, docs=5)
+    tid = flow_env.add_tenant(mongo_db_name, permissions={"viewer@x": ["restore"]})
+    parameters = {"tenant": tid, "actor": "viewer@x"}
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(backup, parameters=parameters)
+    process = run_flow_in_subprocess(backup, flow_run=run, parameters=parameters)
+    process.join(120)
+    assert process.exitcode == 0
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run.id).state
+    assert state is not None
+    assert state.is_failed()
+    assert (state.message or "").startswith("'viewer@x' may not take a backup")
+    logs = run_logs(run.id)
+    assert not [m for m in logs if "Traceback" in m], logs
+    assert [m for m in logs if m.startswith("PermissionDenied: 'viewer@x' may not")], logs
+
+
 def _check_filter_on(logger_name: str, error: BaseException) -> logging.LogRecord:
     seen: list[logging.LogRecord] = []
 
