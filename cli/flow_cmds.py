@@ -1,15 +1,20 @@
 """Commands that run the Prefect flows in this process: backup, restore, prune, verify.
 
 Each shows up in the Prefect UI like any other run (``PREFECT_API_URL`` points at the server;
-without it Prefect starts a temporary local one). The outcome is one line: the new file, the
-restored file, or the reason it failed, with exit status 1 on failure.
+without it Prefect starts a temporary local one). The outcome is one line, and the last line
+of the output: the new file, the restored file, or the reason it failed, with exit status 1
+on failure. A refusal (a :class:`~daai_backup.errors.DaaiBackupError`, the run's state message)
+is printed as it is; anything else is a bug, printed with where the run's full log (with the
+traceback) is: its page in the Prefect UI.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import typer
 from prefect.client.schemas.objects import State
@@ -22,18 +27,79 @@ from tasks.common import progress_listener
 TenantOption = Annotated[str, typer.Option("--tenant", "-t", help="the tenant id")]
 
 
+SETTLE_SECONDS: Final = 10.0
+"""How long the command waits for Prefect to send the run's last logs and events."""
+
+
+def _settle_prefect() -> None:
+    """Let Prefect finish its background work before the command prints its last line.
+
+    The run's last log lines and events are still queued in Prefect's workers; drained at
+    interpreter exit, they would print after the command's line (a "Still processing items"
+    warning was seen there). Here the command waits for them on purpose, so that progress
+    warning is not shown. Without ``PREFECT_API_URL`` the temporary server this command
+    started is stopped now too, for the same reason ("Stopping temporary server").
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL
+
+    # Each queue service logs its progress on a logger named after its class.
+    progress = [logging.getLogger(worker.__name__) for worker in (APILogWorker, EventsWorker)]
+    levels = [logger.level for logger in progress]
+    for logger in progress:
+        logger.setLevel(logging.ERROR)
+    try:
+        APILogWorker.drain_all(timeout=SETTLE_SECONDS)
+        EventsWorker.drain_all(timeout=SETTLE_SECONDS)
+    finally:
+        for logger, level in zip(progress, levels, strict=True):
+            logger.setLevel(level)
+    server_module = sys.modules.get("prefect.server.api.server")
+    if server_module is not None and not PREFECT_API_URL.value():
+        for server in list(server_module.SubprocessASGIServer._instances.values()):
+            server.stop()
+
+
+def _run_log(state: State[Any]) -> str:
+    """Where the run's full log is, for a line about an unexpected failure."""
+    from prefect.utilities.urls import url_for
+
+    run_id = state.state_details.flow_run_id
+    url = url_for("flow-run", obj_id=run_id) if run_id else None
+    if url:
+        return f"the run's full log: {url}"
+    return "the run's full log is above (set PREFECT_API_URL to keep runs on a Prefect server)"
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line (an unexpected error's message may span several)."""
+    return " ".join(text.split())
+
+
 def _outcome(state: State[Any], doing: str) -> Any:
-    """The flow's return value, or exit 1 with one line saying why it did not complete."""
+    """The flow's return value, or exit 1 with one line saying why it did not complete.
+
+    Prints nothing itself on success (the command prints its result): either way, the
+    command's line comes after Prefect's last word (:func:`_settle_prefect`).
+    """
+    _settle_prefect()
     if state.is_completed() and state.name != "Skipped":
         return state.result(raise_on_failure=False)
     if state.name == "Skipped":
-        raise fail(f"{doing} skipped: {state.message}")
+        raise fail(_one_line(f"{doing} skipped: {state.message}"))
     error = state.result(raise_on_failure=False)
     if isinstance(error, DaaiBackupError):
-        raise fail(str(error))
+        raise fail(_one_line(str(error)))
     if isinstance(error, BaseException):
-        raise fail(f"{doing} failed: {type(error).__name__}: {error}")
-    raise fail(f"{doing} ended {state.name}: {state.message or 'no message'}")
+        raise fail(
+            _one_line(f"{doing} failed unexpectedly: {type(error).__name__}: {error}")
+            + f"; {_run_log(state)}"
+        )
+    raise fail(
+        _one_line(f"{doing} ended {state.name}: {state.message or 'no message'}")
+        + f"; {_run_log(state)}"
+    )
 
 
 @contextmanager

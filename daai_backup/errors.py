@@ -18,7 +18,8 @@ else is bad input or a permanent condition and fails at once.
     │   ├── UnknownTenant           no such tenant in the registry
     │   ├── PermissionDenied        the actor lacks create/restore
     │   ├── SubscriptionSuspended   the tenant's subscription is suspended
-    │   └── ConfirmationMismatch    the typed workspace name is not the tenant's
+    │   ├── ConfirmationMismatch    the typed workspace name is not the tenant's
+    │   └── ConfirmationTimeout     nobody confirmed a paused restore in time
     ├── InvalidName                 a name that would become a path/key is refused
     ├── LeaseError                  the tenant's lease (one operation per tenant at a time)
     │   ├── LeaseTimeout            another operation held it for longer than the wait limit
@@ -98,6 +99,10 @@ class SubscriptionSuspended(TenantError):
 
 class ConfirmationMismatch(TenantError):
     """The typed workspace name does not match the tenant's workspace name exactly."""
+
+
+class ConfirmationTimeout(TenantError):
+    """Nobody confirmed a paused restore before its timeout; nothing changed."""
 
 
 class InvalidName(DaaiBackupError):

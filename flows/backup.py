@@ -20,6 +20,7 @@ from daai_backup.errors import InvalidName, KeyMissing, SubscriptionSuspended
 from daai_backup.operations import EngineContext
 from daai_backup.tenants import Tenant
 from flows.common import engine, publish_backup_list, publish_key_missing, tag_this_run
+from flows.refusals import one_line_refusals
 from flows.retention import retention
 from tasks.backup import backup_tenant, preflight_backup
 from tasks.catalog import list_backups, remove_leftovers
@@ -72,6 +73,7 @@ def take_backup(
     }
 
 
+@one_line_refusals
 @flow(name="backup", flow_run_name="backup-{tenant}-{label}", persist_result=False)
 def backup(
     tenant: str,
@@ -105,6 +107,7 @@ def backup(
             return Completed(name="Skipped", message=str(exc))
 
 
+@one_line_refusals
 @flow(name="pre-restore-backup", flow_run_name="pre-restore-{tenant}", persist_result=False)
 def pre_restore_backup(tenant: str, actor: str | None, restoring: str) -> dict[str, Any]:
     """The safety backup before a restore; the actor needs ``restore`` (not ``create``).

@@ -40,6 +40,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from daai_backup import fleet as rules
 from daai_backup.fleet import FleetView, LastRun
 from flows.common import BACKUP_LIST_KEY, backup_list_artifact, engine
+from flows.refusals import one_line_refusals
 from tasks.fleet import fleet_view
 
 if TYPE_CHECKING:
@@ -211,6 +212,7 @@ def emit_changes(view: FleetView, previous: dict[str, str]) -> list[tuple[str, s
     return emitted
 
 
+@one_line_refusals
 @flow(name="fleet", persist_result=False)
 def fleet() -> dict[str, Any]:
     """Every tenant's state; posts tenants that become overdue or failing (once)."""

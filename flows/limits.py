@@ -7,9 +7,11 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows.common import engine
+from flows.refusals import one_line_refusals
 from tasks.common import CLUSTER_LIMIT, ensure_limits
 
 
+@one_line_refusals
 @flow(name="ensure-concurrency-limits", persist_result=False)
 def ensure_concurrency_limits() -> list[str]:
     """The cluster's backup limit."""

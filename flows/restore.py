@@ -11,17 +11,20 @@ from typing import Any, Final
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
 from daai_backup.catalog import BackupEntry
-from daai_backup.errors import ConfirmationMismatch
+from daai_backup.errors import ConfirmationMismatch, ConfirmationTimeout
+from daai_backup.lease import format_duration
 from daai_backup.operations import EngineContext
 from daai_backup.tenants import Tenant
 from flows.backup import pre_restore_backup
 from flows.common import engine, local_time
 from flows.pick_backup import ask_which_backup
+from flows.refusals import one_line_refusals
 from tasks.catalog import describe_backup, list_backups
 from tasks.common import tenant_lock
 from tasks.restore import (
@@ -43,6 +46,14 @@ class RestoreConfirmation(RunInput):
 
     workspace_name: str = Field(
         description="Type the workspace name exactly as shown to confirm the restore"
+    )
+
+
+def how_to_confirm(tenant: Tenant) -> str:
+    """What to type, as the confirmation shows it (in the form and in every mismatch)."""
+    return (
+        f'type the workspace name exactly as shown: "{tenant.workspace_name}" '
+        "(capitals and spaces count)"
     )
 
 
@@ -69,14 +80,37 @@ def confirmation_text(ctx: EngineContext, tenant: Tenant, entry: BackupEntry) ->
     )
 
 
+def mismatch_notice(tenant: Tenant, attempt: int) -> str:
+    """Shown above the preview when the form reopens after a wrong name (markdown)."""
+    left = CONFIRM_ATTEMPTS - attempt
+    return (
+        f"> ❌ **Not restored: attempt {attempt} of {CONFIRM_ATTEMPTS} did not match "
+        f"the workspace name.** To confirm, {how_to_confirm(tenant)}; "
+        f"{left} attempt{'s' if left != 1 else ''} left."
+    )
+
+
 def ask_confirmation(ctx: EngineContext, tenant: Tenant, entry: BackupEntry, timeout: int) -> None:
-    """Pause until someone types the workspace name; a wrong name asks again, a few times."""
+    """Pause until someone types the workspace name; a wrong name asks again, a few times.
+
+    Each time the form reopens it says which attempt did not match and what to type. No
+    answer within ``timeout`` seconds raises ``ConfirmationTimeout``.
+    """
     logger = get_run_logger()
-    form = RestoreConfirmation.with_initial_data(description=confirmation_text(ctx, tenant, entry))
+    preview = confirmation_text(ctx, tenant, entry)
+    description = preview
     for attempt in range(1, CONFIRM_ATTEMPTS + 1):
-        answer = pause_flow_run(
-            wait_for_input=form, timeout=timeout, poll_interval=CONFIRM_POLL_SECONDS
-        )
+        form = RestoreConfirmation.with_initial_data(description=description)
+        try:
+            answer = pause_flow_run(
+                wait_for_input=form, timeout=timeout, poll_interval=CONFIRM_POLL_SECONDS
+            )
+        except FlowPauseTimeout:
+            # Nobody answered: an expected end (a refusal), not a crash of the flow.
+            raise ConfirmationTimeout(
+                f"the restore of {tenant.id!r} was never resumed: nobody confirmed it within "
+                f"{format_duration(timeout)}, nothing changed; start it again to be asked again"
+            ) from None
         if answer.workspace_name == tenant.workspace_name:
             logger.info("tenant %s: restore of %s confirmed", tenant.id, entry.file)
             return
@@ -86,12 +120,15 @@ def ask_confirmation(ctx: EngineContext, tenant: Tenant, entry: BackupEntry, tim
             attempt,
             CONFIRM_ATTEMPTS,
         )
+        description = f"{mismatch_notice(tenant, attempt)}\n\n{preview}"
     raise ConfirmationMismatch(
         f"the workspace name was typed wrong {CONFIRM_ATTEMPTS} times: restore of "
-        f"{tenant.id!r} cancelled, nothing changed"
+        f"{tenant.id!r} cancelled, nothing changed; to restore, start it again and "
+        f"{how_to_confirm(tenant)}"
     )
 
 
+@one_line_refusals
 @flow(name="restore", flow_run_name="restore-{tenant}", persist_result=False)
 def restore(
     tenant: str,
@@ -124,8 +161,8 @@ def restore(
             ask_confirmation(ctx, who, entry, confirm_timeout_seconds)
         elif confirm_workspace_name != who.workspace_name:
             raise ConfirmationMismatch(
-                f"the confirmation does not match the workspace name of {tenant!r} exactly: "
-                "nothing changed"
+                f"the confirmation {confirm_workspace_name!r} does not match the workspace "
+                f"name of tenant {tenant!r}: {how_to_confirm(who)}; nothing changed"
             )
         with tenant_lock(ctx, who.id, "restore", detail=file) as lease:
             describe_backup(ctx, who, file)  # still there after the wait for the lease

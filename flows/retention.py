@@ -16,6 +16,7 @@ from daai_backup.errors import DaaiBackupError
 from daai_backup.operations import BAD_FILE_ERRORS, EngineContext
 from daai_backup.tenants import Tenant
 from flows.common import engine, local_time, publish_backup_list
+from flows.refusals import one_line_refusals
 from tasks.catalog import delete_backup, list_backups, remove_leftovers, verification_status
 from tasks.common import tenant_lock
 from tasks.verify import verify_backup
@@ -134,6 +135,7 @@ def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dic
     }
 
 
+@one_line_refusals
 @flow(name="retention", flow_run_name="retention-{tenant}", persist_result=False)
 def retention(tenant: str, dry_run: bool = False) -> dict[str, Any]:
     """Apply the frequency table's retention to one tenant's backups."""
@@ -141,6 +143,7 @@ def retention(tenant: str, dry_run: bool = False) -> dict[str, Any]:
         return apply_retention(ctx, ctx.tenant(tenant), dry_run=dry_run)
 
 
+@one_line_refusals
 @flow(name="retention-sweep", persist_result=False)
 def retention_sweep(dry_run: bool = False) -> dict[str, Any]:
     """Retention for every tenant; one tenant's failure does not stop the others."""

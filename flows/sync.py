@@ -13,8 +13,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from daai_backup.operations import load_context
+from flows.refusals import one_line_refusals
 
 
+@one_line_refusals
 @flow(name="sync-schedules", persist_result=False)
 def sync_schedules(work_pool: str | None = None) -> dict[str, Any]:
     """Create, update, pause, resume and remove deployments to match the tenant registry."""

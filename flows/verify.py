@@ -16,10 +16,12 @@ from daai_backup.errors import (
     WrongKey,
 )
 from flows.common import engine
+from flows.refusals import one_line_refusals
 from tasks.catalog import describe_backup, list_backups
 from tasks.verify import verify_backup
 
 
+@one_line_refusals
 @flow(name="verify", flow_run_name="verify-{tenant}", persist_result=False)
 def verify(tenant: str, file: str | None = None) -> dict[str, Any]:
     """Verify one backup of the tenant, or all of them; each result is recorded beside it.

@@ -156,6 +156,58 @@ def run_log_line(flow_run_id: Any, containing: str, timeout: float = 20) -> str:
     raise AssertionError(f"no log line of flow run {flow_run_id} contains {containing!r}")
 
 
+def run_logs(flow_run_id: Any, timeout: float = 20) -> list[str]:
+    """Every log message of the flow run, of its task runs and of its subflows (and theirs),
+    read back through Prefect's API once the run's last line ("Finished in state") is in."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+        LogFilterTaskRunId,
+        TaskRunFilter,
+        TaskRunFilterFlowRunId,
+    )
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)  # this process's queued lines go to the API now
+    flow_run_id = uuid.UUID(str(flow_run_id))
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        runs = [flow_run_id]
+        parents = [flow_run_id]
+        while parents:  # subflows, at any depth
+            children = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=parents)
+                )
+            )
+            parents = [child.id for child in children if child.id not in runs]
+            runs += parents
+        while True:
+            tasks = client.read_task_runs(
+                task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=runs))
+            )
+            logs = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs))
+            ) + client.read_logs(
+                log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[t.id for t in tasks]))
+            )
+            messages = [log.message for log in logs]
+            finished = [
+                log
+                for log in logs
+                if log.flow_run_id == flow_run_id
+                and log.task_run_id is None
+                and log.message.startswith("Finished in state")
+            ]
+            if finished or time.monotonic() > deadline:
+                assert finished, f"flow run {flow_run_id} has no final log line: {messages}"
+                return messages
+            time.sleep(0.5)
+
+
 def seed(mongo_client: Any, database: str, docs: int = 50, blob: int = 64) -> None:
     """``docs`` documents with ``blob`` random (incompressible) bytes each."""
     mongo_client[database]["people"].insert_many(

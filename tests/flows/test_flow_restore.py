@@ -15,6 +15,7 @@ from flowkit import (
     artifact,
     files_of,
     run_log_line,
+    run_logs,
     seed,
     wait_for_paused,
 )
@@ -103,9 +104,20 @@ def test_restore_asks_for_the_workspace_name_and_asks_again_after_a_wrong_one(
     assert "encrypted" in description
     assert "IST" in description  # the tenant's time zone (Asia/Kolkata)
 
+    assert "did not match" not in description
+
     resume_flow_run(paused.id, run_input={"workspace_name": "workspace typo"})
     again = wait_for_paused(f"restore-{tid}", after=int(paused.state.state_details.pause_key))
     assert ids(mongo_client, mongo_db_name)[-1] == 1000  # nothing changed yet
+    # The form reopens saying that the attempt did not match, and what to type.
+    reopened: str = read_flow_run_input(  # type: ignore[assignment]
+        keyset_from_paused_state(again.state)["description"], flow_run_id=again.id
+    )
+    notice = reopened.split("\n")[0]
+    assert "attempt 1 of 3 did not match" in notice
+    assert f'type the workspace name exactly as shown: "Workspace {tid}"' in notice
+    assert "2 attempts left" in notice
+    assert file in reopened  # the preview is still there
     resume_flow_run(again.id, run_input={"workspace_name": f"Workspace {tid}"})
     state = run.join(120)
 
@@ -176,7 +188,12 @@ def test_pause_timeout_fails_and_changes_nothing(
         tenant=tid, file=file, actor=OWNER, confirm_timeout_seconds=2, return_state=True
     )
     assert state.is_failed()
+    # The server fails a run whose pause timed out with its own message, whatever final
+    # state the run proposes; the run's log says why, in one line.
     assert "never resumed" in (state.message or "")
+    logs = run_logs(state.state_details.flow_run_id)
+    assert not [m for m in logs if "Traceback" in m], logs
+    assert [m for m in logs if m.startswith("ConfirmationTimeout: ") and "within 2 s" in m]
     assert ids(mongo_client, mongo_db_name) == [0, 1, 2, 3, 4, 99]
     assert files_of(flow_env, tid) == [file]
 
@@ -230,6 +247,9 @@ def test_a_failing_safety_backup_stops_the_restore_and_drops_the_staged_copy(
     )
     assert state.is_failed()
     assert "disk is full" in (state.message or "")
+    # The safety backup (a subflow) failed; the restore sees its original error.
+    assert isinstance(error_of(state), StorageError)
+    assert not [m for m in run_logs(state.state_details.flow_run_id) if "Traceback" in m]
     assert ids(mongo_client, mongo_db_name)[-1] == 9999  # the live data is untouched
     assert not [n for n in mongo_client[mongo_db_name].list_collection_names() if "__daai" in n]
     assert files_of(flow_env, tid) == [file]
