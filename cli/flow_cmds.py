@@ -3,21 +3,24 @@
 Each shows up in the Prefect UI like any other run (``PREFECT_API_URL`` points at the server;
 without it Prefect starts a temporary local one). The outcome is one line: the new file, the
 restored file, or the reason it failed, with exit status 1 on failure.
+
+Prefect (~3 s to import) is imported inside the commands, never with this module: `--help`
+and the light commands registered beside these must not pay for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from prefect.client.schemas.objects import State
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from cli.app import app, console, fail, is_terminal
 from daai_backup.errors import DaaiBackupError
-from tasks.common import progress_listener
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
 
 TenantOption = Annotated[str, typer.Option("--tenant", "-t", help="the tenant id")]
 
@@ -42,6 +45,10 @@ def _progress_bar(label: str) -> Iterator[None]:
     if not is_terminal():
         yield
         return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from tasks.common import progress_listener
+
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),

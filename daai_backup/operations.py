@@ -13,6 +13,10 @@ either side fails both, and storage discards the partial object.
 
 Guards that refuse bad input live in :func:`preflight_backup` and :func:`describe_backup` so
 the flows can run them before taking locks or asking for confirmation.
+
+What needs pymongo (the dump, the staged restore, the tenant lease) is imported by the calls
+that use it: listing a tenant's backups on local storage (`daai-backup list`) then starts
+without it.
 """
 
 from __future__ import annotations
@@ -46,17 +50,6 @@ from daai_backup.errors import (
     SubscriptionSuspended,
     WrongTenant,
 )
-from daai_backup.lease import LeaseInfo, tenant_lease
-from daai_backup.mongo import (
-    DumpResult,
-    NamespaceEnd,
-    discard_staged,
-    dump_database,
-    read_archive,
-    swap_staged,
-)
-from daai_backup.mongo import finish_interrupted_restore as _finish_interrupted_restore
-from daai_backup.mongo import stage_restore as _stage_restore
 from daai_backup.names import BackupName, new_backup_name, validate_note
 from daai_backup.quota import MB, QuotaReport, check_quota
 from daai_backup.settings import Settings, load_settings
@@ -68,6 +61,8 @@ if TYPE_CHECKING:
     from pymongo import MongoClient
 
     from daai_backup.archive import ArchiveHeader
+    from daai_backup.lease import LeaseInfo
+    from daai_backup.mongo import DumpResult
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +245,8 @@ def backup_tenant(
     ``checkpoint()`` runs once the whole backup is written, right before storage commits it
     (the caller's ``lease.check``); if it raises, nothing is kept.
     """
+    from daai_backup.mongo import dump_database
+
     started = time.monotonic()
     master = ctx.settings.keyring.require_current()
     note = validate_note(note)
@@ -449,6 +446,8 @@ def stage_restore(
     Nothing live changes: :func:`swap_restore` puts the staged copy in place, and
     :func:`discard_restore` drops it. A corrupt, truncated or foreign archive fails here.
     """
+    from daai_backup.mongo import stage_restore as _stage_restore
+
     started = time.monotonic()
     entry = describe_backup(ctx, tenant, filename)
     folder = ctx.folder(tenant)
@@ -488,6 +487,8 @@ def swap_restore(
     ``checkpoint()`` runs right before the swap (the caller's ``lease.check``); if it raises,
     the live database is untouched and the staged copy is dropped.
     """
+    from daai_backup.mongo import swap_staged
+
     started = time.monotonic()
     if checkpoint is not None:
         try:
@@ -509,6 +510,8 @@ def swap_restore(
 
 def discard_restore(ctx: EngineContext, tenant: Tenant, staged: StagedOutcome) -> bool:
     """Drop a staged restore that will not be swapped in; live data was never touched."""
+    from daai_backup.mongo import discard_staged
+
     return discard_staged(ctx.mongo_client, tenant.database, staged.run)
 
 
@@ -536,6 +539,8 @@ def finish_interrupted_restore(ctx: EngineContext, tenant: Tenant) -> bool:
     Until then the live database is torn (some collections restored, some old) and backups
     refuse it.
     """
+    from daai_backup.mongo import finish_interrupted_restore as _finish_interrupted_restore
+
     return _finish_interrupted_restore(ctx.mongo_client, tenant.database)
 
 
@@ -556,6 +561,8 @@ def verify_backup(
     nothing, since it says nothing about the file. A record that cannot be written is
     logged, never a reason to fail the verification.
     """
+    from daai_backup.mongo import NamespaceEnd, read_archive
+
     started = time.monotonic()
     entry = describe_backup(ctx, tenant, filename)
     namespaces = 0
@@ -657,6 +664,8 @@ def set_hold(
     retention or backup of the tenant runs meanwhile (one could otherwise delete the file
     between the copy and the delete of the move).
     """
+    from daai_backup.lease import tenant_lease
+
     describe_backup(ctx, tenant, filename)
     with tenant_lease(
         ctx.mongo_client,
