@@ -11,15 +11,19 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, BinaryIO, cast
+from typing import TYPE_CHECKING, Annotated, BinaryIO, cast
 
 import typer
 
 from cli.app import app, console, errors_as_messages, fail, guarded
-from cli.context import load_settings
+from cli.context import engine, load_settings
 from daai_backup.errors import DaaiBackupError, InvalidName
 from daai_backup.names import BackupName
+
+if TYPE_CHECKING:
+    from daai_backup.keys import Keyring
 
 
 @app.command()
@@ -101,7 +105,13 @@ def inspect(
 @app.command()
 @guarded
 def decrypt(
-    file: Annotated[Path, typer.Argument(help="a .gz.enc backup file (legacy .gz is copied)")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="a backup file name as `list` prints it (read from the tenant's storage), "
+            "or a local .gz.enc file (legacy .gz is copied)"
+        ),
+    ],
     tenant: Annotated[str, typer.Option(help="the tenant the backup belongs to")],
     output: Annotated[
         Path, typer.Option("--output", "-o", help="where to write the plaintext .gz ('-': stdout)")
@@ -109,17 +119,21 @@ def decrypt(
 ) -> None:
     """Stream a backup's plaintext gzip out: `mongorestore --archive --gzip` reads it.
 
-    A file under a backup file name must be the backup its header names (a renamed copy is
-    refused); under any other name (a download saved as you like) the name is not checked.
+    A local file is read when one has that path; otherwise a backup name from `list` is read
+    from the tenant's own storage folder (another tenant's backup is not found there). A
+    local file under a backup file name must be the backup its header names (a renamed copy
+    is refused); under any other name (a download saved as you like) the name is not checked.
     """
-    from daai_backup.archive import ENCRYPTED_SUFFIX, open_plaintext
+    from daai_backup.archive import open_plaintext
 
-    settings = load_settings()
-    with _open_local(file) as source:
-        encrypted = True if file.name.endswith(ENCRYPTED_SUFFIX) else None
-        plain = open_plaintext(
-            source, settings.keyring, tenant, name=_backup_name(file), encrypted=encrypted
-        )
+    with ExitStack() as stack:
+        stored = _stored_name(file)
+        if stored is None:
+            source, keyring, name, encrypted = _local_source(file, stack)
+        else:
+            source, keyring, encrypted = _stored_source(stored, tenant, stack)
+            name = stored
+        plain = open_plaintext(source, keyring, tenant, name=name, encrypted=encrypted)
         if str(output) == "-":
             _copy(plain, sys.stdout.buffer.write)
             sys.stdout.buffer.flush()
@@ -137,6 +151,45 @@ def decrypt(
         finally:
             partial.unlink(missing_ok=True)
     console.print(f"wrote {output}", highlight=False)
+
+
+def _stored_name(file: Path) -> str | None:
+    """``file`` as a backup name to read from storage: a bare backup file name (as `list`
+    prints it) that is no local file; None means ``file`` is a local path."""
+    if file.exists() or len(file.parts) != 1:
+        return None
+    try:
+        return BackupName.parse(file.name).filename
+    except InvalidName:
+        return None
+
+
+def _local_source(
+    file: Path, stack: ExitStack
+) -> tuple[BinaryIO, Keyring, str | None, bool | None]:
+    """A local file: ``(source, keyring, name to check, encrypted)``."""
+    from daai_backup.archive import ENCRYPTED_SUFFIX
+
+    settings = load_settings()
+    source = stack.enter_context(_open_local(file))
+    encrypted = True if file.name.endswith(ENCRYPTED_SUFFIX) else None
+    return source, settings.keyring, _backup_name(file), encrypted
+
+
+def _stored_source(name: str, tenant: str, stack: ExitStack) -> tuple[BinaryIO, Keyring, bool]:
+    """One of the tenant's stored backups: ``(source, keyring, encrypted)``.
+
+    Refused (one line) when the tenant's folder has no backup of that name, which is what a
+    name of another tenant's backup gets.
+    """
+    from daai_backup.operations import describe_backup
+
+    ctx = engine()
+    stack.callback(ctx.close)
+    record = ctx.tenant(tenant)
+    entry = describe_backup(ctx, record, name)
+    source = stack.enter_context(ctx.folder(record).open(name))
+    return source, ctx.settings.keyring, entry.encrypted
 
 
 def _backup_name(file: Path) -> str | None:

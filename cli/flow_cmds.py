@@ -139,11 +139,18 @@ def prune(
 @app.command()
 def verify(
     tenant: TenantOption,
-    file: Annotated[
-        str | None, typer.Option("--file", "-f", help="one backup (default: every backup)")
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[FILE]", help="one backup file name from `list` (default: every backup)"
+        ),
     ] = None,
+    file: Annotated[str | None, typer.Option("--file", "-f", help="the same, as an option")] = None,
 ) -> None:
     """Read backups whole and check every tag and CRC; says which file is bad and why."""
+    if name is not None and file is not None and name != file:
+        raise fail(f"two backups given ({name} and --file {file}): verify one, or every backup")
+    file = file or name
     from flows.verify import verify as verify_flow
 
     result = _outcome(verify_flow(tenant=tenant, file=file, return_state=True), "verify")

@@ -93,6 +93,8 @@ def test_inspect_and_decrypt_import_nothing_heavy(cli_env: Path, backup_file: Pa
     assert _imported(cli_env, "inspect", str(backup_file)) == (0, [])
     out = str(cli_env / "plain.gz")
     assert _imported(cli_env, "decrypt", str(backup_file), "--tenant", "acme", "-o", out) == (0, [])
+    # by name, from the tenant's local storage folder
+    assert _imported(cli_env, "decrypt", backup_file.name, "--tenant", "acme", "-o", out) == (0, [])
 
 
 def test_doctor_imports_only_pymongo(cli_env: Path) -> None:
