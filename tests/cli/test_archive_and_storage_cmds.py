@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import re
 from pathlib import Path
 
 from bson import ObjectId
@@ -109,6 +110,9 @@ def test_list_inspect_decrypt_and_usage(cli_env, run_cli, mongo_client, mongo_db
     usage = run_cli("usage", "--tenant", "acme")
     assert usage.exit_code == 0
     assert "of 50 MB" in usage.output
+    # A backup of 20 small documents is a few kB: shown as such, never as "0.0 MB".
+    assert re.search(r"acme: \d+(\.\d)? (B|kB) of 50 MB \(\d+\.\d%, 50\.0 MB free\)", usage.output)
+    assert not re.search(r"(?<![\d.])0\.0 MB", usage.output)
 
 
 def test_decrypt_takes_a_name_from_list(cli_env, run_cli, mongo_client, mongo_db_name) -> None:
