@@ -6,6 +6,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 # uv if on PATH, else the one pip installs (`python -m uv` works for a pip-installed uv).
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+# Ports of the embedded stack: `make up MONGO_PORT=27900 PREFECT_PORT=4300`.
+MONGO_PORT ?= 27817
+PREFECT_PORT ?= 4200
 
 .PHONY: up test lint bench env uv
 
@@ -19,7 +22,8 @@ env: uv
 
 ## up: SecantusDB + demo tenants + local storage + dev key + Prefect server + serve all
 up: env
-	@$(UV) run --frozen python -m deployments.stack up
+	@$(UV) run --frozen python -m deployments.stack up \
+		--mongo-port $(MONGO_PORT) --prefect-port $(PREFECT_PORT)
 
 ## test: the test suite against real servers (SecantusDB, moto S3, Prefect)
 test: env
