@@ -245,21 +245,9 @@ def doctor() -> None:
         return f"{settings.storage_url} is reachable"
 
     def mongodb() -> str:
-        from pymongo import MongoClient
-        from pymongo.errors import PyMongoError
+        import asyncio
 
-        uri = settings.mongodb_uri.get_secret_value()
-        client: MongoClient[dict[str, object]] = MongoClient(uri, serverSelectionTimeoutMS=3000)
-        try:
-            version = cast(str, client.server_info()["version"])
-            hosts = ", ".join(f"{h}:{p}" for h, p in client.nodes) or "server"
-            return f"{hosts} answers (MongoDB {version})"
-        except PyMongoError as exc:
-            raise DaaiBackupError(
-                f"cannot reach MongoDB ({type(exc).__name__}): check DAAI_BACKUP_MONGODB_URI"
-            ) from None
-        finally:
-            client.close()
+        return asyncio.run(_ping_mongodb(settings.mongodb_uri.get_secret_value()))
 
     report("encryption key", key)
     report("tenants file", tenants)
@@ -267,3 +255,27 @@ def doctor() -> None:
     report("mongodb", mongodb)
     if failures:
         raise typer.Exit(1)
+
+
+async def _ping_mongodb(uri: str) -> str:
+    """Which servers answer at ``uri``, and their version.
+
+    The asyncio client, not ``MongoClient``: the threaded client's monitor threads are joined
+    when the interpreter exits, which added half a second to every `doctor`.
+    """
+    from pymongo import AsyncMongoClient
+    from pymongo.errors import PyMongoError
+
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        uri, serverSelectionTimeoutMS=3000
+    )
+    try:
+        version = cast(str, (await client.server_info())["version"])
+        hosts = ", ".join(f"{h}:{p}" for h, p in client.nodes) or "server"
+        return f"{hosts} answers (MongoDB {version})"
+    except PyMongoError as exc:
+        raise DaaiBackupError(
+            f"cannot reach MongoDB ({type(exc).__name__}): check DAAI_BACKUP_MONGODB_URI"
+        ) from None
+    finally:
+        await client.close()
