@@ -6,8 +6,13 @@ SHELL := /bin/bash
 PYTHON ?= python3
 # uv if on PATH, else the one pip installs (`python -m uv` works for a pip-installed uv).
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+# Ports of the embedded stack: `make up MONGO_PORT=27900 PREFECT_PORT=4300`.
+MONGO_PORT ?= 27817
+PREFECT_PORT ?= 4200
+# Arguments of `make cli`: `make cli ARGS="list --tenant acme-hr"`.
+ARGS ?= --help
 
-.PHONY: up test lint bench env uv
+.PHONY: up cli test lint bench env uv
 
 uv:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || { \
@@ -19,7 +24,13 @@ env: uv
 
 ## up: SecantusDB + demo tenants + local storage + dev key + Prefect server + serve all
 up: env
-	@$(UV) run --frozen python -m deployments.stack up
+	@$(UV) run --frozen python -m deployments.stack up \
+		--mongo-port $(MONGO_PORT) --prefect-port $(PREFECT_PORT)
+
+## cli: one daai-backup command, with the settings of the running stack (var/stack.env)
+cli: env
+	@set -a; if [ -f var/stack.env ]; then . var/stack.env; fi; set +a; \
+		$(UV) run --frozen daai-backup $(ARGS)
 
 ## test: the test suite against real servers (SecantusDB, moto S3, Prefect)
 test: env

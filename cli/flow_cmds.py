@@ -6,6 +6,9 @@ of the output: the new file, the restored file, or the reason it failed, with ex
 on failure. A refusal (a :class:`~daai_backup.errors.DaaiBackupError`, the run's state message)
 is printed as it is; anything else is a bug, printed with where the run's full log (with the
 traceback) is: its page in the Prefect UI.
+
+Prefect (~3 s to import) is imported inside the commands, never with this module: `--help`
+and the light commands registered beside these must not pay for it.
 """
 
 from __future__ import annotations
@@ -14,15 +17,15 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
-from prefect.client.schemas.objects import State
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from cli.app import app, console, fail, is_terminal
 from daai_backup.errors import DaaiBackupError
-from tasks.common import progress_listener
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
 
 TenantOption = Annotated[str, typer.Option("--tenant", "-t", help="the tenant id")]
 
@@ -108,6 +111,10 @@ def _progress_bar(label: str) -> Iterator[None]:
     if not is_terminal():
         yield
         return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from tasks.common import progress_listener
+
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -198,11 +205,18 @@ def prune(
 @app.command()
 def verify(
     tenant: TenantOption,
-    file: Annotated[
-        str | None, typer.Option("--file", "-f", help="one backup (default: every backup)")
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[FILE]", help="one backup file name from `list` (default: every backup)"
+        ),
     ] = None,
+    file: Annotated[str | None, typer.Option("--file", "-f", help="the same, as an option")] = None,
 ) -> None:
     """Read backups whole and check every tag and CRC; says which file is bad and why."""
+    if name is not None and file is not None and name != file:
+        raise fail(f"two backups given ({name} and --file {file}): verify one, or every backup")
+    file = file or name
     from flows.verify import verify as verify_flow
 
     result = _outcome(verify_flow(tenant=tenant, file=file, return_state=True), "verify")

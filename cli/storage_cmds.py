@@ -1,17 +1,21 @@
-"""Commands about a tenant's stored backups: list, hold, release, usage."""
+"""Commands about a tenant's stored backups: list, hold, release, usage.
+
+The engine is imported inside the commands (see :mod:`cli.context`); ``hold`` and
+``release`` take the tenant's lease in MongoDB, so only they import pymongo.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli.app import app, console, err_console, guarded
 from cli.context import engine
-from daai_backup.catalog import TABLE_MIN_WIDTH, render_lines, render_table, to_json_records
-from daai_backup.lease import LeaseInfo, waiting_message
-from daai_backup.operations import list_backups, next_backup, quota_report, set_hold
+
+if TYPE_CHECKING:
+    from daai_backup.lease import LeaseInfo
 
 TenantOption = Annotated[str, typer.Option("--tenant", "-t", help="the tenant id")]
 FileOption = Annotated[str, typer.Option("--file", "-f", help="a backup file name from `list`")]
@@ -24,6 +28,9 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """The tenant's backups, newest first, times in the tenant's time zone."""
+    from daai_backup.catalog import TABLE_MIN_WIDTH, render_lines, render_table, to_json_records
+    from daai_backup.operations import list_backups, next_backup
+
     ctx = engine()
     record = ctx.tenant(tenant)
     entries = list_backups(ctx, record)
@@ -56,6 +63,9 @@ def list_(
 
 
 def _pin(tenant: str, file: str, held: bool) -> None:
+    from daai_backup.lease import waiting_message
+    from daai_backup.operations import set_hold
+
     ctx = engine()
     try:
         record = ctx.tenant(tenant)
@@ -90,6 +100,8 @@ def release(tenant: TenantOption, file: FileOption) -> None:
 @guarded
 def usage(tenant: TenantOption) -> None:
     """Storage the tenant's root uses, against its quota."""
+    from daai_backup.operations import quota_report
+
     ctx = engine()
     record = ctx.tenant(tenant)
     folder = ctx.folder(record)

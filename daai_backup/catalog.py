@@ -11,13 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import pandas as pd
 from rich.table import Table
 
 from daai_backup.errors import ConfigError
 from daai_backup.names import BackupName
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = ("Date / Time", "Frequency", "Size", "Encrypted", "File", "Note", "Held")
 ENCRYPTED_YES = "🔒 yes"
@@ -98,7 +101,13 @@ def to_artifact_rows(entries: Iterable[BackupEntry], tz: str) -> list[dict[str, 
 
 
 def to_dataframe(entries: Iterable[BackupEntry], tz: str) -> pd.DataFrame:
-    """The backup list as the product shows it, newest first, times in ``tz``."""
+    """The backup list as the product shows it, newest first, times in ``tz``.
+
+    pandas is imported here, not with the module: it takes a second to import and the CLI's
+    ``list`` (which renders with rich) must start quickly.
+    """
+    import pandas as pd
+
     return pd.DataFrame(to_artifact_rows(entries, tz), columns=list(COLUMNS))
 
 

@@ -13,6 +13,10 @@ either side fails both, and storage discards the partial object.
 
 Guards that refuse bad input live in :func:`preflight_backup` and :func:`describe_backup` so
 the flows can run them before taking locks or asking for confirmation.
+
+What needs pymongo (the dump, the staged restore, the tenant lease) is imported by the calls
+that use it: listing a tenant's backups on local storage (`daai-backup list`) then starts
+without it.
 """
 
 from __future__ import annotations
@@ -47,18 +51,6 @@ from daai_backup.errors import (
     SubscriptionSuspended,
     WrongTenant,
 )
-from daai_backup.fleet import FleetView, LastRun, TenantFacts, fleet_table
-from daai_backup.lease import Lease, LeaseInfo, current_holders, tenant_lease
-from daai_backup.mongo import (
-    DumpResult,
-    NamespaceEnd,
-    discard_staged,
-    dump_database,
-    read_archive,
-    swap_staged,
-)
-from daai_backup.mongo import finish_interrupted_restore as _finish_interrupted_restore
-from daai_backup.mongo import stage_restore as _stage_restore
 from daai_backup.names import BackupName, new_backup_name, validate_note
 from daai_backup.quota import MB, QuotaReport, check_quota
 from daai_backup.schedule_times import next_backup_time
@@ -71,6 +63,9 @@ if TYPE_CHECKING:
     from pymongo import MongoClient
 
     from daai_backup.archive import ArchiveHeader
+    from daai_backup.fleet import FleetView, LastRun, TenantFacts
+    from daai_backup.lease import Lease, LeaseInfo
+    from daai_backup.mongo import DumpResult
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +130,8 @@ class EngineContext:
         script). Re-entrant: a flow that already holds it (around a whole restore, say)
         nests its engine calls inside without a second document.
         """
+        from daai_backup.lease import tenant_lease
+
         return tenant_lease(self.mongo_client, self.settings, tenant.id, operation, detail=detail)
 
     def close(self) -> None:
@@ -288,6 +285,8 @@ def _backup_tenant(
     expected_bytes: int,
     checkpoint: Callable[[], None],
 ) -> BackupOutcome:
+    from daai_backup.mongo import dump_database
+
     started = time.monotonic()
     master = ctx.settings.keyring.require_current()
     note = validate_note(note)
@@ -487,6 +486,8 @@ def stage_restore(
     Nothing live changes: :func:`swap_restore` puts the staged copy in place, and
     :func:`discard_restore` drops it. A corrupt, truncated or foreign archive fails here.
     """
+    from daai_backup.mongo import stage_restore as _stage_restore
+
     started = time.monotonic()
     entry = describe_backup(ctx, tenant, filename)
     folder = ctx.folder(tenant)
@@ -520,6 +521,8 @@ def swap_restore(ctx: EngineContext, tenant: Tenant, staged: StagedOutcome) -> R
     The tenant's lease is checked right before the swap: a lease lost meanwhile
     (``LeaseLost``) leaves the live database untouched and drops the staged copy.
     """
+    from daai_backup.mongo import discard_staged, swap_staged
+
     started = time.monotonic()
     with ctx.exclusive(tenant, "restore", detail=staged.file) as lease:
         try:
@@ -541,6 +544,8 @@ def swap_restore(ctx: EngineContext, tenant: Tenant, staged: StagedOutcome) -> R
 
 def discard_restore(ctx: EngineContext, tenant: Tenant, staged: StagedOutcome) -> bool:
     """Drop a staged restore that will not be swapped in; live data was never touched."""
+    from daai_backup.mongo import discard_staged
+
     with ctx.exclusive(tenant, "restore", detail=staged.file):
         return discard_staged(ctx.mongo_client, tenant.database, staged.run)
 
@@ -569,6 +574,8 @@ def finish_interrupted_restore(ctx: EngineContext, tenant: Tenant) -> bool:
     Until then the live database is torn (some collections restored, some old) and backups
     refuse it.
     """
+    from daai_backup.mongo import finish_interrupted_restore as _finish_interrupted_restore
+
     with ctx.exclusive(tenant, "restore", detail="finishing an interrupted restore"):
         return _finish_interrupted_restore(ctx.mongo_client, tenant.database)
 
@@ -590,6 +597,8 @@ def verify_backup(
     nothing, since it says nothing about the file. A record that cannot be written is
     logged, never a reason to fail the verification.
     """
+    from daai_backup.mongo import NamespaceEnd, read_archive
+
     started = time.monotonic()
     entry = describe_backup(ctx, tenant, filename)
     namespaces = 0
@@ -702,6 +711,8 @@ def key_problem(ctx: EngineContext) -> str | None:
 def tenant_facts(ctx: EngineContext, tenant: Tenant) -> TenantFacts:
     """What storage says about one tenant for the fleet view: one listing, the verification
     records and the bytes used (read errors are kept, not raised)."""
+    from daai_backup.fleet import TenantFacts
+
     try:
         entries = list_backups(ctx, tenant)
         status = verification_status(ctx, tenant, entries)
@@ -729,6 +740,9 @@ def fleet_view(
     (MongoDB down) are shown unknown with a note, never a reason to show nothing. Without
     ``last_runs`` no tenant can be ``failing``: the caller says so.
     """
+    from daai_backup.fleet import FleetView, fleet_table
+    from daai_backup.lease import current_holders
+
     now = now or datetime.now(UTC)
     tenants = list(ctx.registry.values())
     facts = {tenant.id: tenant_facts(ctx, tenant) for tenant in tenants}
@@ -781,6 +795,8 @@ def set_hold(
     retention or backup of the tenant runs meanwhile (one could otherwise delete the file
     between the copy and the delete of the move).
     """
+    from daai_backup.lease import tenant_lease
+
     describe_backup(ctx, tenant, filename)
     with tenant_lease(
         ctx.mongo_client,

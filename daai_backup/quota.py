@@ -4,19 +4,19 @@ Sizes in this product are decimal: 1 MB = 1,000,000 bytes (as shown in the backu
 ``storage_quota_mb = 500`` allows 500,000,000 bytes under the tenant's storage root. The
 bytes used are everything the storage holds there (``BackupFolder.usage_bytes``, i.e.
 ``Storage.space_used``): backups, side files, and what killed writes left until it is swept.
+Quotas are configured and shown in whole MB; sizes used, free and needed are shown like the
+backup list's (:func:`~daai_backup.catalog.human_size`: ``512 B``, ``12.4 kB``, ``1.2 GB``),
+so a small tenant does not read ``0.0 MB``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from daai_backup.catalog import human_size
 from daai_backup.errors import QuotaExceeded
 
 MB = 1_000_000
-
-
-def _mb(n: int) -> str:
-    return f"{n / MB:,.1f} MB"
 
 
 def check_quota(used_bytes: int, expected_bytes: int, quota_mb: int | None) -> None:
@@ -28,9 +28,9 @@ def check_quota(used_bytes: int, expected_bytes: int, quota_mb: int | None) -> N
         return
     free = max(0, quota_bytes - used_bytes)
     raise QuotaExceeded(
-        f"backup would not fit in the storage quota: it needs about {_mb(expected_bytes)}, "
-        f"the tenant already uses {_mb(used_bytes)} of its {quota_mb:,} MB "
-        f"({_mb(free)} free); delete old manual backups or raise storage_quota_mb"
+        f"backup would not fit in the storage quota: it needs about {human_size(expected_bytes)}, "
+        f"the tenant already uses {human_size(used_bytes)} of its {quota_mb:,} MB "
+        f"({human_size(free)} free); delete old manual backups or raise storage_quota_mb"
     )
 
 
@@ -67,13 +67,15 @@ class QuotaReport:
         return max(0, self.quota_bytes - self.used_bytes)
 
     def describe(self) -> str:
-        """One line for `usage`, e.g. ``123.4 MB of 500 MB (24.7%)``."""
-        if self.quota_bytes is None:
-            line = f"{_mb(self.used_bytes)} (no quota)"
+        """One line for `usage`, e.g. ``123.4 MB of 500 MB (24.7%, 376.6 MB free)``."""
+        if self.quota_bytes is None or self.free_bytes is None:
+            line = f"{human_size(self.used_bytes)} (no quota)"
         else:
             line = (
-                f"{_mb(self.used_bytes)} of {self.quota_bytes / MB:,.0f} MB ({self.percent:.1f}%)"
+                f"{human_size(self.used_bytes)} of {self.quota_bytes / MB:,.0f} MB "
+                f"({self.percent:.1f}%, {human_size(self.free_bytes)} free)"
             )
         if self.outside_quota_bytes:
-            line += f", plus {_mb(self.outside_quota_bytes)} of safety backups outside the quota"
+            outside = human_size(self.outside_quota_bytes)
+            line += f", plus {outside} of safety backups outside the quota"
         return line

@@ -16,7 +16,10 @@
    group (so the terminal's Ctrl-C does not reach them half-way through): serve, server, DB.
 
 The settings the children use are also written to ``var/stack.env`` (no key in it), so that
-``set -a; . var/stack.env; set +a`` lets ``daai-backup`` commands talk to the same stack.
+``set -a; . var/stack.env; set +a`` lets ``daai-backup`` commands talk to the same stack, and
+next to it ``var/daai-backup``: a script that reads those settings and runs this
+environment's ``daai-backup`` (``var/daai-backup list --tenant acme-hr``), with no ``uv``
+on ``PATH`` needed (``uv`` installed by pip is only ``python3 -m uv``). The banner names it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -140,6 +144,34 @@ def child_environment(cfg: StackConfig, *, key: str | None, api: bool) -> dict[s
     if key:
         env[KEY_VAR] = key
     return env
+
+
+def cli_command() -> list[str]:
+    """How to run this environment's ``daai-backup``, whatever is on ``PATH``."""
+    script = Path(sys.executable).with_name("daai-backup")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from cli.main import main; main()"]
+
+
+def write_cli_script(cfg: StackConfig) -> Path:
+    """``var/daai-backup``: ``daai-backup`` with the stack's settings (``var/stack.env``).
+
+    Run it from the project folder: the key is read from ``.env`` in the working directory,
+    as every ``daai-backup`` command does.
+    """
+    path = cfg.var_dir / "daai-backup"
+    command = " ".join(shlex.quote(part) for part in cli_command())
+    stack_env = shlex.quote(str((cfg.var_dir / "stack.env").resolve()))
+    path.write_text(
+        "#!/bin/sh\n"
+        "# daai-backup against the `make up` stack (written by `make up`; no uv needed).\n"
+        f"set -a; . {stack_env}; set +a\n"
+        f'exec {command} "$@"\n',
+        encoding="utf-8",
+    )
+    path.chmod(0o755)
+    return path
 
 
 def write_stack_env(cfg: StackConfig) -> Path:
@@ -302,6 +334,12 @@ def say(message: str) -> None:
 
 def banner(cfg: StackConfig, tenants: list[str]) -> str:
     first = tenants[0] if tenants else "<tenant>"
+    # `make cli` reads the stack's settings from the project's own var/.
+    make_cli = (
+        [f'     or: make cli ARGS="list --tenant {first}"']
+        if cfg.var_dir.resolve() == (cfg.project_dir / "var").resolve()
+        else []
+    )
     return "\n".join(
         [
             "",
@@ -319,7 +357,9 @@ def banner(cfg: StackConfig, tenants: list[str]) -> str:
             "     actor = ops@daai.example, file left empty; the run pauses with a form to",
             "     pick the backup, then asks you to type the workspace name before any change.",
             "",
-            f"  CLI against this stack:  set -a; . {cfg.var_dir}/stack.env; set +a",
+            f"  CLI against this stack (from {cfg.project_dir}):",
+            f"     {cfg.var_dir}/daai-backup list --tenant {first}",
+            *make_cli,
             "  Ctrl-C stops everything started here; the data under var/ stays.",
             "=" * 78,
             "",
@@ -409,7 +449,7 @@ def up(cfg: StackConfig, *, ready_file: Path | None = None) -> int:
         )
         say("Prefect server is healthy")
         stack_env = write_stack_env(cfg)
-        say(f"settings of this stack: {stack_env}")
+        say(f"settings of this stack: {stack_env}; CLI: {write_cli_script(cfg)}")
         stack.start(
             "serve",
             [sys.executable, "-m", "deployments.serve"],

@@ -21,12 +21,16 @@ the place compared when tenants' folders are checked for overlap is the place th
 A place lies inside another exactly when its canonical location starts with the other's
 followed by '/' (the file system root ``file:///`` holds every file location). A query or
 fragment (``?``, ``#``) is refused rather than ignored.
+
+The S3 backend (boto3, ~0.6 s to import) is imported only when an ``s3://`` URL is opened
+or ``S3Storage`` is named, so that commands on local storage start quickly.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from daai_backup.errors import ConfigError, InvalidName
@@ -41,7 +45,9 @@ from daai_backup.storage.base import (
 )
 from daai_backup.storage.local import LocalStorage
 from daai_backup.storage.memory import MemoryStorage, clear_memory_store
-from daai_backup.storage.s3 import S3Storage
+
+if TYPE_CHECKING:
+    from daai_backup.storage.s3 import S3Storage
 
 __all__ = [
     "LocalStorage",
@@ -58,6 +64,16 @@ __all__ = [
     "total_size",
     "validate_key",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``S3Storage`` on first use: importing it imports boto3."""
+    if name == "S3Storage":
+        from daai_backup.storage.s3 import S3Storage
+
+        return S3Storage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -135,5 +151,7 @@ def storage_from_url(url: str, *, s3_endpoint_url: str | None = None) -> Storage
     if scheme == "file":
         return LocalStorage(place)
     if scheme == "s3":
+        from daai_backup.storage.s3 import S3Storage
+
         return S3Storage(place, prefix, endpoint_url=s3_endpoint_url)
     return MemoryStorage(place, prefix)

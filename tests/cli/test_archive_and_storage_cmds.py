@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import re
 from pathlib import Path
 
 from bson import ObjectId
@@ -112,6 +113,43 @@ def test_list_inspect_decrypt_and_usage(cli_env, run_cli, mongo_client, mongo_db
     usage = run_cli("usage", "--tenant", "acme")
     assert usage.exit_code == 0
     assert "of 50 MB" in usage.output
+    # A backup of 20 small documents is a few kB: shown as such, never as "0.0 MB".
+    assert re.search(r"acme: \d+(\.\d)? (B|kB) of 50 MB \(\d+\.\d%, 50\.0 MB free\)", usage.output)
+    assert not re.search(r"(?<![\d.])0\.0 MB", usage.output)
+
+
+def test_decrypt_takes_a_name_from_list(cli_env, run_cli, mongo_client, mongo_db_name) -> None:
+    file = _backup(mongo_client, mongo_db_name)
+    assert json.loads(run_cli("list", "--tenant", "acme", "--json").stdout)[0]["file"] == file
+    out = cli_env / "plain.gz"
+    result = run_cli("decrypt", file, "--tenant", "acme", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    assert gzip.decompress(out.read_bytes())[:4] == bytes.fromhex("6de29981")
+
+    # Another tenant's folder has no backup of that name: refused, nothing written.
+    other = cli_env / "other.gz"
+    wrong = run_cli("decrypt", file, "--tenant", "beta", "--output", str(other))
+    _one_line_error(wrong, f"{file!r} is not a backup of tenant 'beta'")
+    assert "daai-backup list --tenant beta" in wrong.output
+    assert not other.exists()
+    missing = run_cli(
+        "decrypt", "manual_20990101T000000Z_aaaaaa17.gz.enc", "--tenant", "acme", "-o", str(other)
+    )
+    _one_line_error(missing, "is not a backup of tenant 'acme'")
+    # Neither a local file nor a backup name: the path is what is missing.
+    _one_line_error(
+        run_cli("decrypt", "nothing-here.gz", "--tenant", "acme", "-o", str(other)), "no such file"
+    )
+
+    # A local file under that name (here, in the working directory) is read first, and must
+    # be the backup its header names, as before.
+    (cli_env / "manual_20990101T000000Z_aaaaaa17.gz.enc").write_bytes(
+        (cli_env / "storage" / "acme" / "db-backups" / file).read_bytes()
+    )
+    local = run_cli(
+        "decrypt", "manual_20990101T000000Z_aaaaaa17.gz.enc", "--tenant", "acme", "-o", str(other)
+    )
+    _one_line_error(local, "renamed or copied")
 
 
 def test_decrypt_refuses_a_renamed_copy(cli_env, run_cli, mongo_client, mongo_db_name) -> None:

@@ -9,6 +9,7 @@ SIGINT (what Ctrl-C sends) and checks everything it started is gone.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -62,6 +63,32 @@ def test_child_environment_keeps_dev_settings_out_of_env_file(tmp_path: Path) ->
     assert served["DAAI_BACKUP_TENANTS_FILE"].endswith("var/tenants.yaml")
     assert not (tmp_path / ".env").exists()  # nothing but the key ever goes there
     assert "BACKUP_ENCRYPTION_KEY" not in stack.write_stack_env(cfg).read_text()
+
+
+def test_cli_script_needs_no_uv_on_path(tmp_path: Path) -> None:
+    """`var/daai-backup` runs the CLI with the stack's settings where `uv` is not on PATH."""
+    cfg = stack.StackConfig(tmp_path / "var", tmp_path / ".env", PROJECT / "examples/tenants.yaml")
+    stack.ensure_layout(cfg)
+    stack.write_stack_env(cfg)
+    script = stack.write_cli_script(cfg)
+    assert script == tmp_path / "var" / "daai-backup"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAAI_", "PREFECT_"))}
+    env["PATH"] = "/usr/bin:/bin"  # no uv, no virtual environment
+    done = subprocess.run(
+        [str(script), "list", "--tenant", "acme-hr"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "No backups yet for acme-hr" in done.stdout  # the stack's registry and storage
+    banner = stack.banner(cfg, ["acme-hr"])
+    assert f"{script} list --tenant acme-hr" in banner
+    assert "make cli" not in banner  # make cli reads the project's own var/, not this one
+    project_cfg = stack.StackConfig(PROJECT / "var", tmp_path / ".env", cfg.example_tenants)
+    assert 'make cli ARGS="list --tenant acme-hr"' in stack.banner(project_cfg, ["acme-hr"])
 
 
 def test_seed_is_realistic_and_runs_once(mongo_uri: str, mongo_client: object) -> None:
@@ -160,6 +187,18 @@ def test_make_up_end_to_end(tmp_path: Path) -> None:
         assert artifacts, "no backups-acme-hr artifact"
         deployments = httpx.post(f"{api_url}/deployments/filter", json={}, timeout=10).json()
         assert len(deployments) == EXPECTED_DEPLOYMENTS
+        # The CLI script the banner names lists that backup, with no uv on PATH.
+        assert f"{var_dir.resolve()}/daai-backup list --tenant acme-hr" in text
+        listed = subprocess.run(
+            [str(var_dir / "daai-backup"), "list", "--tenant", "acme-hr", "--json"],
+            cwd=tmp_path,
+            env={**env, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert [row["note"] for row in json.loads(listed.stdout)] == ["e2e"]
     finally:
         os.kill(process.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground process
         try:

@@ -44,6 +44,12 @@ def test_backup_verify_prune_restore_from_the_command_line(
     checked = _cli("verify", "--tenant", tid)
     assert checked.exit_code == 0, checked.output
     assert f"ok   {file}" in checked.output
+    one = _cli("verify", file, "--tenant", tid)  # the name as `list` prints it
+    assert one.exit_code == 0, one.output
+    assert f"ok   {file}" in one.output
+    two = _cli("verify", file, "--tenant", tid, "--file", "manual_20990101T000000Z_aaaaaa17.gz.enc")
+    assert two.exit_code == 1
+    assert _last_line(two).startswith("error: two backups given")
 
     pruned = _cli("prune", "--tenant", tid, "--dry-run")
     assert pruned.exit_code == 0, pruned.output
