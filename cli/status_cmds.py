@@ -11,26 +11,32 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from cli.app import app, console, guarded
 from cli.context import engine
-from daai_backup import fleet as rules
-from daai_backup.fleet import LastRun
-from daai_backup.operations import fleet_view
 
-STATE_STYLES = {
-    rules.FAILING: "bold red",
-    rules.NO_KEY: "bold red",
-    rules.OVERDUE: "red",
-    rules.UNKNOWN: "yellow",
-    rules.WAITING: "yellow",
-    rules.SUSPENDED: "dim",
-    rules.OK: "green",
-}
+if TYPE_CHECKING:  # the fleet module needs pandas: imported when `status` runs, not before
+    from daai_backup.fleet import LastRun
+
+
+def state_styles() -> dict[str, str]:
+    from daai_backup import fleet as rules
+
+    return {
+        rules.FAILING: "bold red",
+        rules.NO_KEY: "bold red",
+        rules.OVERDUE: "red",
+        rules.UNKNOWN: "yellow",
+        rules.WAITING: "yellow",
+        rules.SUSPENDED: "dim",
+        rules.OK: "green",
+    }
+
+
 TABLE_MIN_WIDTH = 180
 """Below this many columns one line per tenant reads better than a squeezed table."""
 
@@ -93,6 +99,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Every tenant at a glance: state, last good backup, next run, quota, holds, lease."""
+    from daai_backup import fleet as rules
+    from daai_backup.operations import fleet_view
+
     ctx = engine()
     try:
         last_runs, registered_at, note = run_history(list(ctx.registry))
@@ -118,7 +127,7 @@ def status(
         for column in rules.DISPLAY_COLUMNS:
             table.add_column(column, no_wrap=column not in ("Detail", "Lease", "Frequency"))
         for row in rows:
-            style = STATE_STYLES.get(row["State"], "")
+            style = state_styles().get(row["State"], "")
             cells = [
                 f"[{style}]{row[c]}[/]" if c == "State" and style else row[c]
                 for c in rules.DISPLAY_COLUMNS

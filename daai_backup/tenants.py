@@ -158,7 +158,8 @@ class Tenant(BaseModel):
         action = {"create": "take a backup (Backup Now)", "restore": "restore a backup"}[permission]
         if not actor:
             raise PermissionDenied(
-                f"an actor is needed to {action} of tenant {self.id!r}: pass the user's name"
+                f"an actor is needed to {action} of tenant {self.id!r}: give the user's name "
+                "as the actor parameter (--actor on the command line)"
             )
         if not self.can(actor, permission):
             raise PermissionDenied(

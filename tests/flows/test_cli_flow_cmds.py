@@ -96,3 +96,38 @@ def test_refusals_are_one_line_with_exit_1(
     bad = _cli("verify", "--tenant", tid, "--file", "../../etc/passwd")
     assert bad.exit_code == 1
     assert _last_line(bad).startswith("error:")
+
+
+def test_runs_started_from_the_cli_belong_to_the_tenants_deployment(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    """Where an operator looks: the tenant's deployment page and its tenant tag."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    from deployments.build import load_flows, tenant_spec, to_runner
+
+    seed(mongo_client, mongo_db_name, docs=10)
+    tid = flow_env.add_tenant(mongo_db_name)
+    ctx = flow_env.context()
+    from datetime import UTC, datetime
+
+    spec = tenant_spec(ctx.tenant(tid), settings=ctx.settings, now=datetime.now(UTC))
+    deployment_id = to_runner(spec, load_flows()).apply()
+    try:
+        made = _cli("backup", "--tenant", tid, "--actor", OWNER)
+        assert made.exit_code == 0, made.output
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[spec.name]))
+            )
+        [run] = [r for r in runs if r.deployment_id == deployment_id]
+        assert run.state is not None
+        assert run.state.is_completed()
+        assert run.parameters["actor"] == OWNER
+        assert run.parameters["label"] == "manual"
+        assert {f"tenant:{tid}", "label:manual"} <= set(run.tags)
+        assert run.name == f"backup-{tid}-manual"  # the flow's own run name, not a random one
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_deployment(deployment_id)

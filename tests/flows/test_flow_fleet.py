@@ -97,7 +97,8 @@ def test_fleet_states_artifacts_and_status(
     rows = _fleet_rows()
     assert {t: r["State"] for t, r in rows.items() if t in result["states"]} == result["states"]
     assert "Failed" in rows[failing]["Last run"]
-    assert ": PermissionDenied: an actor is needed" in rows[failing]["Detail"]
+    assert "failed at" in rows[failing]["Detail"]
+    assert rows[failing]["Detail"].endswith("(--actor on the command line)")  # the bare line
     assert rows[late]["Next run"].endswith(("CET", "CEST"))
     assert rows[paused]["Next run"] == "paused (suspended)"
     summary = artifact("fleet").description
