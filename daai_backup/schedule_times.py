@@ -59,6 +59,15 @@ def interval_days(label: str) -> int:
     return days
 
 
+def plain_datetime(moment: datetime) -> datetime:
+    """``moment`` as a standard ``datetime`` in UTC (a subclass such as the pendulum times
+    Prefect's client returns has arithmetic of its own that mixes badly with timedelta)."""
+    utc = moment.astimezone(UTC)
+    return datetime(
+        utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, UTC
+    )
+
+
 def localize(wall: datetime, zone: ZoneInfo) -> datetime:
     """The instant a naive local ``wall`` time fires at, the way Prefect's RRule reads it.
 
@@ -82,6 +91,7 @@ def fire_times(
     """The slot before ``on_or_after`` and the first slot at or after it (aware, in ``zone``)."""
     if on_or_after.tzinfo is None:
         raise ValueError("on_or_after needs a time zone")
+    on_or_after = plain_datetime(on_or_after)
     anchor = anchor_wall_time(tenant_id, spread_minutes)
     local = on_or_after.astimezone(zone).replace(tzinfo=None)
     step = timedelta(days=days)
@@ -113,6 +123,7 @@ def next_backup_time(
     paused and runs nothing.
     """
     zone = tenant.zone(default_timezone)
+    now = plain_datetime(now)
     active = label or tenant.active_frequency(now)
     _, at = fire_times(tenant.id, zone, interval_days(active), spread_minutes, on_or_after=now)
     override = tenant.frequency_override

@@ -195,3 +195,17 @@ def test_backup_list_description_names_the_next_run() -> None:
     )
     assert "1 backup, newest first" in listed
     assert "Newest good:" in listed
+
+
+def test_schedule_times_accept_the_datetimes_prefects_client_returns() -> None:
+    """Prefect's client hands out pendulum DateTimes (e.g. a deployment's ``created``): their
+    arithmetic differs from datetime's, which broke the fleet flow on a real stack."""
+    import pendulum
+
+    from daai_backup.tenants import Tenant
+
+    tenant = Tenant.model_validate({"id": "acme-hr", "workspace_name": "Acme HR"})
+    moment = pendulum.datetime(2026, 11, 28, 9, 30, tz="UTC")
+    plain = datetime(2026, 11, 28, 9, 30, tzinfo=UTC)
+    got = next_backup_time(tenant, moment, "Asia/Kolkata", 120)
+    assert got.timestamp() == next_backup_time(tenant, plain, "Asia/Kolkata", 120).timestamp()
