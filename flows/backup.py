@@ -57,12 +57,15 @@ def take_backup(
                 ),
             )
             outcome = backup_tenant(ctx, tenant, label, note, expected, progress)
+        published = False
         if label != policy.PRE_RESTORE:
             # Not for a safety backup: retention could delete the very file being restored.
             state = retention(tenant=tenant.id, return_state=True)
             if not state.is_completed():
                 logger.error("tenant %s: retention after the backup failed: %s", tenant.id, state)
-        publish_backup_list(ctx, tenant, list_backups(ctx, tenant))
+            published = state.is_completed()  # it published the list after its deletes
+        if not published:
+            publish_backup_list(ctx, tenant, list_backups(ctx, tenant))
     return {
         "tenant": tenant.id,
         "file": outcome.entry.file,

@@ -42,7 +42,13 @@ def backup_list_artifact(
     known_bad: Iterable[str] = (),
     now: datetime | None = None,
 ) -> tuple[str, list[dict[str, str]], str]:
-    """(key, rows, description) of the tenant's backup list as it should be published now."""
+    """(key, rows, description) of the tenant's backup list as it should be published now.
+
+    The description holds the list itself too, as a markdown table (the newest
+    :data:`LIST_ROWS_IN_DESCRIPTION`): Prefect's page for the key, where the Artifacts list
+    leads, renders the newest version's description and only a timeline of versions, so the
+    newest list is what an operator lands on, without another click.
+    """
     rows = catalog.to_artifact_rows(entries, ctx.timezone(tenant))
     description = backup_list_description(
         tenant,
@@ -52,7 +58,33 @@ def backup_list_artifact(
         spread_minutes=ctx.settings.schedule_spread_minutes,
         known_bad=known_bad,
     )
+    if rows:
+        description += "\n\n" + markdown_table(rows[:LIST_ROWS_IN_DESCRIPTION])
+        if len(rows) > LIST_ROWS_IN_DESCRIPTION:
+            description += (
+                f"\n\n{len(rows) - LIST_ROWS_IN_DESCRIPTION} older backups: see the table of "
+                "the newest version below, or `daai-backup list`."
+            )
     return BACKUP_LIST_KEY.format(tenant=tenant.id), rows, description
+
+
+LIST_ROWS_IN_DESCRIPTION = 50
+"""Rows of the backup list shown on the artifact key's own page (the newest first)."""
+
+
+def markdown_table(rows: Sequence[dict[str, str]]) -> str:
+    """Rows of display strings as a GitHub-flavoured markdown table (``|`` escaped)."""
+    columns = list(rows[0])
+
+    def cell(value: str) -> str:
+        return value.replace("|", "\\|").replace("\n", " ")
+
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+        *("| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows),
+    ]
+    return "\n".join(lines)
 
 
 def publish_backup_list(

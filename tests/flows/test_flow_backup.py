@@ -31,6 +31,8 @@ def test_manual_backup_writes_one_file_and_publishes_the_list(
     table = artifact(f"backups-{tid}")
     assert table is not None
     assert result["file"] in str(table.data)
+    # The key's own page in the UI renders the newest description: the list is in it.
+    assert f"| {result['file']} | before the migration |" in (table.description or "")
     key = os.environ["BACKUP_ENCRYPTION_KEY"]
     assert key not in str(result)
     assert key not in str(table.data)
