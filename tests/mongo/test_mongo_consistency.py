@@ -72,6 +72,16 @@ def test_other_server_errors_are_database_errors() -> None:
             raise OperationFailure("not authorized", 13)
 
 
+def test_a_document_too_large_is_a_one_line_database_error(
+    mongo_client: MongoClient[Any], mongo_db_name: str
+) -> None:
+    with pytest.raises(DatabaseError, match=r"^writing x: document too large") as info:  # noqa: SIM117
+        with translated("writing x"):
+            mongo_client[mongo_db_name].big.insert_one({"blob": "x" * (17 * 1024 * 1024)})
+    assert "\n" not in str(info.value)
+    assert len(str(info.value)) < 400
+
+
 def test_time_series_round_trip(mongo_client: MongoClient[Any], mongo_db_name: str) -> None:
     """SecantusDB lists time-series as collections with ``timeseries`` options; both survive."""
     src = f"{mongo_db_name}_src"
