@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pymongo.database import Database
 
 from daai_backup.mongo.archive_format import CollectionMetadata
-from daai_backup.mongo.namespaces import is_backed_up, shown
+from daai_backup.mongo.namespaces import is_listed, shown
 from daai_backup.mongo.translate import translated
 
 #: How many names a message lists per kind of change before "and N more".
@@ -31,15 +31,16 @@ def _kind(info: Mapping[str, Any]) -> Literal["collection", "view", "timeseries"
 def list_metadata(db: Database[Any]) -> list[CollectionMetadata]:
     """The backed-up collections and views of ``db`` as archive metadata, in name order.
 
-    Leaves out the restore's ``__daai_restore.*`` and ``system.*`` other than ``system.js``
-    (``namespaces.is_backed_up``). Names are not checked here; the dump checks them.
+    Leaves out the restore's own collections and ``system.*`` other than ``system.js``
+    (``namespaces.is_listed``). Names are not checked here; the dump checks them (and so
+    refuses a user's ``__daai_restore.*`` collection rather than lose it unseen).
     """
     out: list[CollectionMetadata] = []
     with translated(f"listing the collections of {db.name!r}"):
         infos = sorted(db.list_collections(), key=lambda i: str(i["name"]))
         for info in infos:
             name = str(info["name"])
-            if not is_backed_up(name):
+            if not is_listed(name):
                 continue
             kind = _kind(info)
             indexes = [] if kind == "view" else list(db.get_collection(name).list_indexes())

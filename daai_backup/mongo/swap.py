@@ -19,7 +19,7 @@ from pymongo.database import Database
 
 from daai_backup.mongo.archive_format import CollectionMetadata
 from daai_backup.mongo.journal import JOURNAL, PlannedCollection, SwapPlan, pending_swap, read_plan
-from daai_backup.mongo.namespaces import RESERVED_PREFIX
+from daai_backup.mongo.namespaces import RESERVED_PREFIX, is_ours
 from daai_backup.mongo.translate import translated
 
 _RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
@@ -47,9 +47,13 @@ def live_collections(db: Database[Any]) -> dict[str, str]:
 
 
 def drop_leftovers(db: Database[Any]) -> None:
-    """Remove staging collections (and the journal) left by an earlier run."""
+    """Remove staging collections (and the journal) left by an earlier run.
+
+    Only names of the restore's own patterns (``namespaces.is_ours``): a user collection
+    that merely starts with the prefix is not ours to drop.
+    """
     for name in live_collections(db):
-        if name.startswith(RESERVED_PREFIX) and name != JOURNAL:
+        if is_ours(name) and name != JOURNAL:
             db.drop_collection(name)
     db.drop_collection(JOURNAL)
 

@@ -129,7 +129,8 @@ def test_restore_machinery_is_never_backed_up(
 ) -> None:
     db = mongo_client[mongo_db_name]
     db.real.insert_one({"x": 1})
-    db["__daai_restore.deadbeef.real"].insert_one({"x": 2})
+    db["__daai_restore.deadbeef.c0"].insert_one({"x": 2})
+    db["__daai_restore.deadbeef.probe-b"].insert_one({"x": 3})
     db["__daai_restore.journal"].insert_one({"_id": "restore", "state": "loading"})
     names = [m.collection for m in _metadata(dump_bytes(mongo_client, mongo_db_name))]
     assert names == ["real"]
