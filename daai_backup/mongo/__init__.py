@@ -28,7 +28,11 @@ from daai_backup.mongo.restore import (
     stage_restore,
     swap_staged,
 )
-from daai_backup.mongo.swap import finish_interrupted_restore, interrupted_restore
+from daai_backup.mongo.swap import (
+    clean_abandoned_restore,
+    finish_interrupted_restore,
+    interrupted_restore,
+)
 
 __all__ = [
     "ArchiveEvent",
@@ -44,6 +48,7 @@ __all__ = [
     "RestoreResult",
     "RestoredCollection",
     "StagedRestore",
+    "clean_abandoned_restore",
     "discard_staged",
     "dump_database",
     "finish_interrupted_restore",

@@ -18,7 +18,14 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from daai_backup.mongo.archive_format import CollectionMetadata
-from daai_backup.mongo.journal import JOURNAL, PlannedCollection, SwapPlan, pending_swap, read_plan
+from daai_backup.mongo.journal import (
+    JOURNAL,
+    PlannedCollection,
+    SwapPlan,
+    pending_swap,
+    read_journal,
+    read_plan,
+)
 from daai_backup.mongo.namespaces import RESERVED_PREFIX, is_ours
 from daai_backup.mongo.translate import translated
 
@@ -168,3 +175,46 @@ def finish_interrupted_restore(client: MongoClient[Any], database: str) -> bool:
             return False
         drop_leftovers(db)
     return True
+
+
+def clean_abandoned_restore(client: MongoClient[Any], database: str) -> str | None:
+    """Remove what a killed or abandoned restore left in ``database``; say what was done
+    (one line), None when there was nothing.
+
+    For a caller that holds the tenant's lease, so no restore of ``database`` is running
+    (e.g. at the start of any operation of the tenant):
+
+    - journal ``loading`` or ``staged``: drops the staging collections and the journal; live
+      data is untouched (it always was);
+    - journal ``swapping``: finishes the swap exactly as :func:`finish_interrupted_restore`
+      does, so a half-restored database never outlives the next operation of its tenant;
+    - no journal: drops collections of the restore's own names if any are left.
+
+    Only the restore's own names are dropped (``namespaces.is_ours``).
+    """
+    db = client.get_database(database)
+    with translated(f"cleaning up an abandoned restore of {database!r}"):
+        state = read_journal(db)
+        run = state.get("run") if state is not None else None
+        if state is not None and state.get("state") == "swapping":
+            apply_swap(db, read_plan(db, state), None)
+            drop_leftovers(db)
+            return (
+                f"restore run {run} of database {database!r} was interrupted while swapping: "
+                "finished its swap, the database now holds that restore's backup"
+            )
+        live = live_collections(db)
+        leftovers = [n for n in live if is_ours(n) and n != JOURNAL]
+        if state is None and not leftovers and JOURNAL not in live:
+            return None
+        drop_leftovers(db)
+    if state is None:
+        return (
+            f"dropped {len(leftovers)} leftover collection(s) of an earlier restore of "
+            f"database {database!r}; live data untouched"
+        )
+    return (
+        f"restore run {run} of database {database!r} was abandoned while "
+        f"{state.get('state')}: dropped its {len(leftovers)} staging collection(s) and its "
+        "journal; live data untouched"
+    )
