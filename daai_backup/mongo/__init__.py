@@ -18,6 +18,7 @@ from daai_backup.mongo.archive_format import (
     read_archive,
 )
 from daai_backup.mongo.dump import CollectionStats, DumpProgress, DumpResult, dump_database
+from daai_backup.mongo.listing import CatalogChange
 from daai_backup.mongo.restore import (
     RestoredCollection,
     RestoreProgress,
@@ -38,6 +39,7 @@ __all__ = [
     "ArchiveEvent",
     "ArchiveHeader",
     "ArchiveReader",
+    "CatalogChange",
     "CollectionMetadata",
     "CollectionStats",
     "DocumentBatch",
