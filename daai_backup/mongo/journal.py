@@ -31,7 +31,6 @@ so each can import it without a cycle.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,8 +50,9 @@ JOURNAL_ID = "restore"
 #: The journal layout the state document names (``layout``); absent: the one-document
 #: layout of earlier versions, still read so their interrupted swaps can be finished.
 LAYOUT = 2
-#: Plan documents per insert command (each is small except for large options).
+#: Plan documents per insert (each is small except for large options), and spec bytes.
 _INSERT_BATCH = 100
+_INSERT_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -163,9 +163,18 @@ def write_drops(db: Database[Any], run: str, token: str, names: Sequence[str]) -
 
 
 def _insert(db: Database[Any], documents: Iterable[dict[str, Any]]) -> None:
+    """Insert in batches of at most ``_INSERT_BATCH`` documents or ~``_INSERT_BYTES`` of
+    specs, so large options are never all encoded at once."""
     journal = db.get_collection(JOURNAL)
-    iterator = iter(documents)
-    while batch := list(itertools.islice(iterator, _INSERT_BATCH)):
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for document in documents:
+        batch.append(document)
+        size += len(document.get("spec", b""))
+        if len(batch) >= _INSERT_BATCH or size >= _INSERT_BYTES:
+            journal.insert_many(batch, ordered=True)
+            batch, size = [], 0
+    if batch:
         journal.insert_many(batch, ordered=True)
 
 

@@ -16,9 +16,10 @@ digits, ``n`` counting the run's collections), whatever the collection's own nam
 journal ``__daai_restore.journal`` (``journal.py``) maps each staging name to its target.
 
 Crash safety: a later run that finds ``swapping`` first finishes that swap (every step is
-idempotent), then removes every leftover ``__daai_restore.`` collection (a crash while
-``loading`` or ``staged`` leaves only those, the live database untouched), then restores the
-archive it was given from the start.
+idempotent), then removes every leftover collection of the restore's own names (a crash
+while ``loading`` or ``staged`` leaves only those, the live database untouched), then restores
+the archive it was given from the start. ``swap.clean_abandoned_restore`` does the first two
+without a new restore.
 """
 
 from __future__ import annotations
