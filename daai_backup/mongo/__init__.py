@@ -18,6 +18,7 @@ from daai_backup.mongo.archive_format import (
     read_archive,
 )
 from daai_backup.mongo.dump import CollectionStats, DumpProgress, DumpResult, dump_database
+from daai_backup.mongo.listing import CatalogChange
 from daai_backup.mongo.restore import (
     RestoredCollection,
     RestoreProgress,
@@ -28,12 +29,17 @@ from daai_backup.mongo.restore import (
     stage_restore,
     swap_staged,
 )
-from daai_backup.mongo.swap import finish_interrupted_restore, interrupted_restore
+from daai_backup.mongo.swap import (
+    clean_abandoned_restore,
+    finish_interrupted_restore,
+    interrupted_restore,
+)
 
 __all__ = [
     "ArchiveEvent",
     "ArchiveHeader",
     "ArchiveReader",
+    "CatalogChange",
     "CollectionMetadata",
     "CollectionStats",
     "DocumentBatch",
@@ -44,6 +50,7 @@ __all__ = [
     "RestoreResult",
     "RestoredCollection",
     "StagedRestore",
+    "clean_abandoned_restore",
     "discard_staged",
     "dump_database",
     "finish_interrupted_restore",

@@ -7,9 +7,10 @@ straight into the sink: nothing is decoded and no more than one server batch (at
 ``docs/decisions.md`` for why not in parallel.
 
 A snapshot covers documents, not the catalog: the collections are listed before the reads
-and again after, and a difference (or a restore that started swapping meanwhile) raises
-``SnapshotChanged`` before the archive's last EOF block, so the partial archive never reads
-as complete.
+and again after. A restore that started swapping meanwhile, or by default any difference,
+raises ``SnapshotChanged`` before the archive's last EOF block, so the partial archive never
+reads as complete; with ``on_catalog_change="record"`` a difference is recorded in the result
+instead and the dump completes, ``best-effort``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import itertools
 import struct
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as _pkg_metadata
 from typing import Any, BinaryIO, Literal
@@ -32,7 +33,12 @@ from daai_backup.errors import DatabaseError, SnapshotChanged, SnapshotTooOld
 from daai_backup.mongo.archive_format import ArchiveHeader, ArchiveWriter, CollectionMetadata
 from daai_backup.mongo.crc64 import Crc64
 from daai_backup.mongo.journal import pending_swap
-from daai_backup.mongo.listing import catalog_changes, list_metadata
+from daai_backup.mongo.listing import (
+    CatalogChange,
+    catalog_diff,
+    describe_changes,
+    list_metadata,
+)
 from daai_backup.mongo.namespaces import check_collection_name
 from daai_backup.mongo.translate import SNAPSHOT_TOO_OLD, translated
 
@@ -69,7 +75,12 @@ class DumpProgress:
 
 @dataclass(frozen=True)
 class DumpResult:
-    """The outcome of :func:`dump_database`."""
+    """The outcome of :func:`dump_database`.
+
+    ``catalog_changes``: the collections whose catalog entry changed while they were read,
+    recorded with ``on_catalog_change="record"`` (the archive holds each as first listed,
+    and ``consistency`` is then "best-effort"); always empty with "raise".
+    """
 
     consistency: Literal["snapshot", "best-effort"]
     server_version: str
@@ -78,6 +89,7 @@ class DumpResult:
     total_bytes: int
     started_at: datetime
     finished_at: datetime
+    catalog_changes: list[CatalogChange] = field(default_factory=list)
 
 
 def tool_version() -> str:
@@ -159,20 +171,39 @@ def _refuse_torn(db: Database[Any]) -> None:
         )
 
 
-def _changes_since(db: Database[Any], listed: Sequence[CollectionMetadata]) -> list[str]:
-    """How the catalog moved since ``listed`` was taken, including a swap that started."""
-    changes = catalog_changes(listed, list_metadata(db))
+def _changes_since(
+    db: Database[Any], listed: Sequence[CollectionMetadata]
+) -> tuple[list[CatalogChange], bool]:
+    """How the catalog moved since ``listed`` was taken, and whether a swap started."""
+    changes = catalog_diff(listed, list_metadata(db))
     with translated(f"checking {db.name!r} for an interrupted restore"):
-        if pending_swap(db) is not None:
-            changes.append("a restore started swapping collections in")
-    return changes
+        swapping = pending_swap(db) is not None
+    return changes, swapping
 
 
-def _snapshot_changed(database: str, changes: list[str]) -> SnapshotChanged:
+def _snapshot_changed(
+    database: str, changes: list[CatalogChange], swapping: bool
+) -> SnapshotChanged:
+    phrases = describe_changes(changes)
+    if swapping:
+        phrases.append("a restore started swapping collections in")
     return SnapshotChanged(
         f"the collections of database {database!r} changed while it was being backed up "
-        f"({'; '.join(changes)}); the backup is retried from the start"
+        f"({'; '.join(phrases)}); the backup is retried from the start"
     )
+
+
+def _check_catalog(
+    db: Database[Any],
+    listed: Sequence[CollectionMetadata],
+    on_catalog_change: Literal["raise", "record"],
+) -> list[CatalogChange]:
+    """After the reads: raise ``SnapshotChanged`` for a swap that started, and for any change
+    unless recording; the changes recorded otherwise."""
+    changes, swapping = _changes_since(db, listed)
+    if swapping or (changes and on_catalog_change == "raise"):
+        raise _snapshot_changed(db.name, changes, swapping)
+    return changes
 
 
 @dataclass
@@ -242,16 +273,30 @@ def dump_database(
     sink: BinaryIO,
     *,
     progress: Callable[[DumpProgress], None] | None = None,
+    on_catalog_change: Literal["raise", "record"] = "raise",
 ) -> DumpResult:
     """Write the uncompressed mongodump archive of every collection and view of ``database``.
 
+    ``on_catalog_change`` says what a collection created, dropped, renamed or altered during
+    the dump (its uuid, options or indexes: an app refreshing a collection with ``$out``
+    changes its uuid every time) does: "raise" (the default) raises ``SnapshotChanged``,
+    transient, so a retry takes a fresh listing; "record" completes the dump anyway, as
+    mongodump would, with ``consistency="best-effort"`` and the changes in
+    ``DumpResult.catalog_changes`` (for a caller's last attempt, so such an app cannot
+    prevent every backup). Either way a restore that starts swapping during the dump, and a
+    read that fails while the catalog changed, raise ``SnapshotChanged``.
+
     Raises ``TransientDatabaseError`` when the server cannot be reached, ``SnapshotTooOld``
     when the snapshot outlived the server's history window, ``SnapshotChanged`` (transient)
-    when collections were created, dropped, renamed or altered during the dump, and
-    ``DatabaseError`` otherwise: also, before writing anything, for a collection name a
-    restore would refuse, and when a restore of ``database`` was interrupted mid-swap (its
-    state is torn). A restore that is only staged is no obstacle: staging is never dumped.
+    as above, and ``DatabaseError`` otherwise: also, before writing anything, for a
+    collection name a restore would refuse, and when a restore of ``database`` was
+    interrupted mid-swap (its state is torn). A restore that is only staged is no obstacle:
+    staging is never dumped.
     """
+    if on_catalog_change not in ("raise", "record"):
+        raise ValueError(
+            f"on_catalog_change must be 'raise' or 'record', not {on_catalog_change!r}"
+        )
     started = datetime.now(UTC)
     version = server_version(client)
     db = client.get_database(database)
@@ -263,6 +308,7 @@ def dump_database(
     writer = ArchiveWriter(sink)
     writer.write_prelude(ArchiveHeader(server_version=version, tool_version=tool_version()), metas)
     stats: list[CollectionStats] = []
+    recorded: list[CatalogChange] = []
     tally = _Tally(len(metas), progress)
     try:
         for done, meta in enumerate(metas):
@@ -273,28 +319,30 @@ def dump_database(
                 # A read that failed because its collection went away is a changed catalog.
                 if exc.transient or isinstance(exc, SnapshotTooOld):
                     raise
-                if changes := _changes_since(db, metas):
-                    raise _snapshot_changed(database, changes) from exc
+                changes, swapping = _changes_since(db, metas)
+                if changes or swapping:
+                    raise _snapshot_changed(database, changes, swapping) from exc
                 raise
             # Checked before the last EOF block, so a partial archive reads as truncated.
-            if done == len(metas) - 1 and (changes := _changes_since(db, metas)):
-                raise _snapshot_changed(database, changes)
+            if done == len(metas) - 1:
+                recorded = _check_catalog(db, metas, on_catalog_change)
             writer.write_eof(database, meta.data_collection, crc.value)
             stats.append(
                 CollectionStats(
                     meta.collection, meta.type, tally.documents, tally.bytes, crc.signed
                 )
             )
-        if not metas and (changes := _changes_since(db, metas)):
-            raise _snapshot_changed(database, changes)
+        if not metas:
+            recorded = _check_catalog(db, metas, on_catalog_change)
     finally:
         reads.close()
     return DumpResult(
-        consistency=reads.consistency,
+        consistency="best-effort" if recorded else reads.consistency,
         server_version=version,
         collections=stats,
         total_documents=tally.total_documents,
         total_bytes=tally.total_bytes,
         started_at=started,
         finished_at=datetime.now(UTC),
+        catalog_changes=recorded,
     )

@@ -16,9 +16,10 @@ digits, ``n`` counting the run's collections), whatever the collection's own nam
 journal ``__daai_restore.journal`` (``journal.py``) maps each staging name to its target.
 
 Crash safety: a later run that finds ``swapping`` first finishes that swap (every step is
-idempotent), then removes every leftover ``__daai_restore.`` collection (a crash while
-``loading`` or ``staged`` leaves only those, the live database untouched), then restores the
-archive it was given from the start.
+idempotent), then removes every leftover collection of the restore's own names (a crash
+while ``loading`` or ``staged`` leaves only those, the live database untouched), then restores
+the archive it was given from the start. ``swap.clean_abandoned_restore`` does the first two
+without a new restore.
 """
 
 from __future__ import annotations
@@ -27,11 +28,10 @@ import itertools
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-from bson import json_util
 from bson.raw_bson import RawBSONDocument
 from bson.son import SON
 from pymongo import MongoClient
@@ -39,12 +39,22 @@ from pymongo.database import Database
 
 from daai_backup.errors import DatabaseError, RestoreVerificationFailed
 from daai_backup.mongo.archive_format import (
-    CANONICAL_JSON,
     ArchiveReader,
     CollectionMetadata,
     DocumentBatch,
 )
-from daai_backup.mongo.journal import JOURNAL, JOURNAL_ID, read_journal
+from daai_backup.mongo.journal import (
+    JOURNAL,
+    JOURNAL_ID,
+    LAYOUT,
+    PlannedCollection,
+    PlannedView,
+    SwapPlan,
+    read_journal,
+    read_plan,
+    write_drops,
+    write_plan,
+)
 from daai_backup.mongo.namespaces import check_collection_name, is_backed_up, staging_name
 from daai_backup.mongo.swap import (
     _SimulatedCrash,  # noqa: F401 - the tests' crash seam, imported from here
@@ -122,6 +132,7 @@ class RestoreResult:
 class _Staged:
     meta: CollectionMetadata
     staging: str
+    number: int
     documents: int = 0
     bytes: int = 0
     archive_documents: int | None = None
@@ -137,15 +148,10 @@ class _Plan:
     def stage(self, database: str, meta: CollectionMetadata) -> _Staged:
         """Check the name and give the collection the run's next staging name."""
         check_collection_name(database, meta.collection, timeseries=meta.type == "timeseries")
-        staged = _Staged(meta, staging_name(self.run, next(self.numbers)))
+        number = next(self.numbers)
+        staged = _Staged(meta, staging_name(self.run, number), number)
         self.by_data_ns[meta.data_collection] = staged
         return staged
-
-
-def _json(value: Any) -> str:
-    if isinstance(value, Mapping):
-        value = dict(value)
-    return json_util.dumps(value, json_options=CANONICAL_JSON)
 
 
 def _create_staging(db: Database[Any], staged: _Staged) -> None:
@@ -256,7 +262,13 @@ def _stage(
     total_docs = total_bytes = 0
     with translated(f"staging the restore of {database!r}"):
         db.get_collection(JOURNAL).insert_one(
-            {"_id": JOURNAL_ID, "state": "loading", "run": plan.run, "started": started}
+            {
+                "_id": JOURNAL_ID,
+                "state": "loading",
+                "layout": LAYOUT,
+                "run": plan.run,
+                "started": started,
+            }
         )
         for staged in plan.by_data_ns.values():
             _create_staging(db, staged)
@@ -332,39 +344,53 @@ def _stage(
 
 
 def _journal_staged(db: Database[Any], plan: _Plan, staged: StagedRestore) -> None:
-    """Record the swap plan and the outcome so far; the journal says ``staged``."""
+    """Record the swap plan and the outcome so far; the journal says ``staged``.
+
+    One plan document per collection and view first, then the state document flips (the
+    commit point): a crash in between leaves a ``loading`` journal, dropped as leftovers.
+    """
     # Probe only when it matters: a rename costs a fixed ~0.3 s on the test server.
     keeps_options = not any(s.meta.options for s in plan.by_data_ns.values()) or (
         rename_keeps_options(db, plan.run)
     )
-    snapshot = {v.collection for v in plan.views} | {
-        s.meta.collection for s in plan.by_data_ns.values()
+    collections, views = write_plan(
+        db,
+        plan.run,
+        (
+            PlannedCollection(
+                n=s.number,
+                staging=s.staging,
+                target=s.meta.collection,
+                method=swap_method(s.meta, keeps_options),
+                options=s.meta.options,
+                indexes=_index_specs(s.meta.indexes),
+                outcome=asdict(restored),
+            )
+            for s, restored in zip(plan.by_data_ns.values(), staged.collections, strict=True)
+        ),
+        (PlannedView(n, v.collection, v.options) for n, v in enumerate(plan.views)),
+    )
+    outcome = {
+        k: v
+        for k, v in asdict(staged).items()
+        if k not in ("database", "run", "collections", "views")
     }
-    plan_doc = {
-        "state": "staged",
-        "renames": [
-            {
-                "staging": s.staging,
-                "target": s.meta.collection,
-                "method": swap_method(s.meta, keeps_options),
-                # Extended JSON text: validators and pipelines hold $-prefixed keys.
-                "options": _json(s.meta.options),
-                "indexes": _json(_index_specs(s.meta.indexes)),
+    flipped = db.get_collection(JOURNAL).update_one(
+        {"_id": JOURNAL_ID, "run": plan.run, "state": "loading"},
+        {
+            "$set": {
+                "state": "staged",
+                "collections": collections,
+                "views": views,
+                "outcome": outcome,
             }
-            for s in plan.by_data_ns.values()
-        ],
-        "views": [
-            {
-                "name": v.collection,
-                # Extended JSON text: pipelines hold $-prefixed keys a document may not.
-                "options": _json(v.options),
-            }
-            for v in plan.views
-        ],
-        "snapshot": sorted(snapshot),
-        "outcome": {k: v for k, v in asdict(staged).items() if k not in ("database", "run")},
-    }
-    db.get_collection(JOURNAL).update_one({"_id": JOURNAL_ID, "run": plan.run}, {"$set": plan_doc})
+        },
+    )
+    if flipped.matched_count != 1:
+        raise DatabaseError(
+            f"restore run {plan.run} of database {db.name!r} lost its journal while staging "
+            "(another restore replaced it); stage the restore again"
+        )
 
 
 def _verify(db: Database[Any], plan: _Plan) -> list[RestoredCollection]:
@@ -390,46 +416,55 @@ def _verify(db: Database[Any], plan: _Plan) -> list[RestoredCollection]:
     return out
 
 
-def _staged_from_journal(database: str, journal: Mapping[str, Any]) -> StagedRestore:
-    outcome = dict(journal["outcome"])
+def _staged_from_journal(database: str, state: Mapping[str, Any], plan: SwapPlan) -> StagedRestore:
+    outcome = {k: v for k, v in dict(state["outcome"]).items() if k not in ("collections", "views")}
     started = outcome["started_at"]
     return StagedRestore(
         **{
             **outcome,
-            "collections": [RestoredCollection(**c) for c in outcome["collections"]],
             "started_at": started if started.tzinfo else started.replace(tzinfo=UTC),
         },
+        collections=[RestoredCollection(**c.outcome) for c in plan.collections],
+        views=[v.name for v in plan.views],
         database=database,
-        run=str(journal["run"]),
+        run=plan.run,
     )
 
 
-def _staged_journal(db: Database[Any], run: str) -> tuple[Mapping[str, Any], dict[str, str]]:
-    """The journal of staged run ``run`` and the live collections; refuses when that run is
-    gone or not staged, or its staged copy is incomplete."""
-    journal = read_journal(db)
+def _staged_journal(
+    db: Database[Any], run: str
+) -> tuple[Mapping[str, Any], SwapPlan, dict[str, str]]:
+    """The state document and plan of staged run ``run``, and the live collections; refuses
+    when that run is gone or not staged, or its staged copy is incomplete."""
+    state = read_journal(db)
     again = "stage the restore again"
-    if journal is None or journal.get("run") != run:
-        found = f"run {journal.get('run')}" if journal else "no restore"
+    if state is None or state.get("run") != run:
+        found = f"run {state.get('run')}" if state else "no restore"
         raise DatabaseError(
             f"staged restore run {run} of database {db.name!r} is gone (the journal holds "
             f"{found}): it was swapped in already or a later restore replaced it; {again}"
         )
-    state = journal.get("state")
-    if state == "swapping":
-        return journal, live_collections(db)  # a retry: the caller finishes this swap
-    if state != "staged":
+    phase = state.get("state")
+    if phase == "swapping":  # a retry: the caller finishes this swap
+        return state, read_plan(db, state), live_collections(db)
+    if phase != "staged":
         raise DatabaseError(
-            f"restore run {run} of database {db.name!r} is {state!r}, not staged; {again}"
+            f"restore run {run} of database {db.name!r} is {phase!r}, not staged; {again}"
         )
+    if "layout" not in state:
+        raise DatabaseError(
+            f"restore run {run} of database {db.name!r} was staged by an earlier version of "
+            f"daai-backup; {again}"
+        )
+    plan = read_plan(db, state)
     live = live_collections(db)
-    missing = [r["target"] for r in journal["renames"] if r["staging"] not in live]
+    missing = [c.target for c in plan.collections if c.staging not in live]
     if missing:
         raise DatabaseError(
             f"staged restore run {run} of database {db.name!r} lost the staged copy of "
             f"{', '.join(map(repr, missing[:5]))}; {again}"
         )
-    return journal, live
+    return state, plan, live
 
 
 def swap_staged(
@@ -459,28 +494,31 @@ def swap_staged(
     db = client.get_database(database)
     t0 = time.monotonic()
     with translated(f"swapping the staged restore of {database!r} in"):
-        journal, live = _staged_journal(db, run)
-        if journal.get("state") == "swapping":
+        state, plan, live = _staged_journal(db, run)
+        if state.get("state") == "swapping":
             # This run's swap was interrupted (a retry after a failure mid-swap): every
             # step is idempotent, so finishing it is repeating it.
-            extras = list(journal.get("drop", []))
-            apply_swap(db, journal, None)
+            extras = plan.drop
+            apply_swap(db, plan, None)
         else:
-            snapshot = set(journal["snapshot"])
+            snapshot = {c.target for c in plan.collections} | {v.name for v in plan.views}
             extras = sorted(name for name in live if is_backed_up(name) and name not in snapshot)
+            # The drop list first, then the state (the commit point) names it.
+            token = secrets.token_hex(4)
+            write_drops(db, run, token, extras)
             claimed = db.get_collection(JOURNAL).update_one(
                 {"_id": JOURNAL_ID, "run": run, "state": "staged"},
-                {"$set": {"state": "swapping", "drop": extras}},
+                {"$set": {"state": "swapping", "drop_token": token, "drops": len(extras)}},
             )
             if claimed.matched_count != 1:  # another run took it between the read and now
                 raise DatabaseError(
                     f"staged restore run {run} of database {db.name!r} changed while its "
                     "swap started; stage the restore again"
                 )
-            apply_swap(db, {**journal, "state": "swapping", "drop": extras}, _fail_at)
+            apply_swap(db, replace(plan, drop=extras), _fail_at)
     swap_seconds = time.monotonic() - t0
     if not isinstance(staged, StagedRestore):
-        staged = _staged_from_journal(database, journal)
+        staged = _staged_from_journal(database, state, plan)
     return RestoreResult(
         database=database,
         collections=staged.collections,

@@ -9,19 +9,24 @@ removing the leftovers of an earlier run. See ``docs/decisions.md`` (MongoDB sec
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from bson import json_util
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from bson.son import SON
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from daai_backup.mongo.archive_format import CANONICAL_JSON, CollectionMetadata
-from daai_backup.mongo.journal import JOURNAL, pending_swap
-from daai_backup.mongo.namespaces import RESERVED_PREFIX
+from daai_backup.mongo.archive_format import CollectionMetadata
+from daai_backup.mongo.journal import (
+    JOURNAL,
+    PlannedCollection,
+    SwapPlan,
+    pending_swap,
+    read_journal,
+    read_plan,
+)
+from daai_backup.mongo.namespaces import RESERVED_PREFIX, is_ours
 from daai_backup.mongo.translate import translated
 
 _RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
@@ -40,14 +45,22 @@ def check_crash(fail_at: str | None, step: str) -> None:
 
 
 def live_collections(db: Database[Any]) -> dict[str, str]:
-    """Every collection and view of ``db`` (system and staging ones too): name -> type."""
-    return {str(i["name"]): str(i.get("type", "collection")) for i in db.list_collections()}
+    """Every collection and view of ``db`` (system and staging ones too): name -> type.
+
+    ``nameOnly``: options can be megabytes per collection (validators), and are not needed.
+    """
+    infos = db.list_collections(nameOnly=True)
+    return {str(i["name"]): str(i.get("type", "collection")) for i in infos}
 
 
 def drop_leftovers(db: Database[Any]) -> None:
-    """Remove staging collections (and the journal) left by an earlier run."""
+    """Remove staging collections (and the journal) left by an earlier run.
+
+    Only names of the restore's own patterns (``namespaces.is_ours``): a user collection
+    that merely starts with the prefix is not ours to drop.
+    """
     for name in live_collections(db):
-        if name.startswith(RESERVED_PREFIX) and name != JOURNAL:
+        if is_ours(name) and name != JOURNAL:
             db.drop_collection(name)
     db.drop_collection(JOURNAL)
 
@@ -79,12 +92,11 @@ def swap_method(meta: CollectionMetadata, keeps_options: bool) -> str:
     return "rename"
 
 
-def _copy_over(db: Database[Any], staging: str, target: str, entry: Mapping[str, Any]) -> None:
-    """Swap by copy: recreate ``target`` with its options, copy the staged data, index it."""
-    options = json_util.loads(entry["options"], json_options=CANONICAL_JSON)
-    specs = json_util.loads(entry["indexes"], json_options=CANONICAL_JSON)
+def _copy_over(db: Database[Any], entry: PlannedCollection) -> None:
+    """Swap by copy: recreate the target with its options, copy the staged data, index it."""
+    staging, target = entry.staging, entry.target
     db.drop_collection(target)
-    db.command(SON([("create", target), *options.items()]))
+    db.command(SON([("create", target), *entry.options.items()]))
     source = db.get_collection(staging, codec_options=_RAW)
     sink = db.get_collection(target)
     batch: list[RawBSONDocument] = []
@@ -97,47 +109,45 @@ def _copy_over(db: Database[Any], staging: str, target: str, entry: Mapping[str,
             batch, size = [], 0
     if batch:
         sink.insert_many(batch, ordered=True, bypass_document_validation=True)
-    if specs:
-        db.command("createIndexes", target, indexes=specs)
+    if entry.indexes:
+        db.command("createIndexes", target, indexes=list(entry.indexes))
     db.drop_collection(staging)  # last: while it exists, a re-run repeats this copy
 
 
-def apply_swap(db: Database[Any], journal: Mapping[str, Any], fail_at: str | None) -> None:
+def apply_swap(db: Database[Any], plan: SwapPlan, fail_at: str | None) -> None:
     """Carry out a fixed swap plan (a journal in state ``swapping``); every step can be repeated."""
     live = live_collections(db)
     admin = db.client.admin
-    for step, entry in enumerate(journal["renames"]):
-        staging, target = entry["staging"], entry["target"]
-        if staging not in live:
+    for step, entry in enumerate(plan.collections):
+        if entry.staging not in live:
             continue  # swapped by an earlier (interrupted) run
-        if live.get(target) == "view":
-            db.drop_collection(target)
-        if entry["method"] == "copy":
-            _copy_over(db, staging, target, entry)
+        if live.get(entry.target) == "view":
+            db.drop_collection(entry.target)
+        if entry.method == "copy":
+            _copy_over(db, entry)
         else:
             admin.command(
                 "renameCollection",
-                f"{db.name}.{staging}",
-                to=f"{db.name}.{target}",
+                f"{db.name}.{entry.staging}",
+                to=f"{db.name}.{entry.target}",
                 dropTarget=True,
             )
         if step == 0:
             check_crash(fail_at, "swap")
-    for name in journal["drop"]:
+    for name in plan.drop:
         db.drop_collection(name)
-    for view in journal["views"]:
-        db.drop_collection(view["name"])
-        options = json_util.loads(view["options"], json_options=CANONICAL_JSON)
-        db.command(SON([("create", view["name"]), *options.items()]))
+    for view in plan.views:
+        db.drop_collection(view.name)
+        db.command(SON([("create", view.name), *view.options.items()]))
     db.drop_collection(JOURNAL)
 
 
 def finish_pending_swap(db: Database[Any]) -> bool:
     """Finish a swap an interrupted restore journalled; whether there was one."""
-    journal = pending_swap(db)
-    if journal is None:
+    state = pending_swap(db)
+    if state is None:
         return False
-    apply_swap(db, journal, None)
+    apply_swap(db, read_plan(db, state), None)
     return True
 
 
@@ -165,3 +175,46 @@ def finish_interrupted_restore(client: MongoClient[Any], database: str) -> bool:
             return False
         drop_leftovers(db)
     return True
+
+
+def clean_abandoned_restore(client: MongoClient[Any], database: str) -> str | None:
+    """Remove what a killed or abandoned restore left in ``database``; say what was done
+    (one line), None when there was nothing.
+
+    For a caller that holds the tenant's lease, so no restore of ``database`` is running
+    (e.g. at the start of any operation of the tenant):
+
+    - journal ``loading`` or ``staged``: drops the staging collections and the journal; live
+      data is untouched (it always was);
+    - journal ``swapping``: finishes the swap exactly as :func:`finish_interrupted_restore`
+      does, so a half-restored database never outlives the next operation of its tenant;
+    - no journal: drops collections of the restore's own names if any are left.
+
+    Only the restore's own names are dropped (``namespaces.is_ours``).
+    """
+    db = client.get_database(database)
+    with translated(f"cleaning up an abandoned restore of {database!r}"):
+        state = read_journal(db)
+        run = state.get("run") if state is not None else None
+        if state is not None and state.get("state") == "swapping":
+            apply_swap(db, read_plan(db, state), None)
+            drop_leftovers(db)
+            return (
+                f"restore run {run} of database {database!r} was interrupted while swapping: "
+                "finished its swap, the database now holds that restore's backup"
+            )
+        live = live_collections(db)
+        leftovers = [n for n in live if is_ours(n) and n != JOURNAL]
+        if state is None and not leftovers and JOURNAL not in live:
+            return None
+        drop_leftovers(db)
+    if state is None:
+        return (
+            f"dropped {len(leftovers)} leftover collection(s) of an earlier restore of "
+            f"database {database!r}; live data untouched"
+        )
+    return (
+        f"restore run {run} of database {database!r} was abandoned while "
+        f"{state.get('state')}: dropped its {len(leftovers)} staging collection(s) and its "
+        "journal; live data untouched"
+    )

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pymongo.errors import BulkWriteError, ConnectionFailure, OperationFailure, PyMongoError
+from bson.errors import InvalidDocument
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DocumentTooLarge,
+    OperationFailure,
+    PyMongoError,
+)
 
 from daai_backup.errors import DatabaseError, SnapshotTooOld, TransientDatabaseError
 
@@ -32,7 +39,11 @@ def _bulk_message(exc: BulkWriteError) -> str:
 
 @contextmanager
 def translated(action: str) -> Iterator[None]:
-    """Run a block, re-raising pymongo errors as DatabaseError subclasses naming ``action``."""
+    """Run a block, re-raising pymongo errors as DatabaseError subclasses naming ``action``.
+
+    Also bson's ``InvalidDocument`` and its ``DocumentTooLarge``, which pymongo raises before
+    sending and which are not ``PyMongoError``s.
+    """
     try:
         yield
     except ConnectionFailure as exc:  # includes AutoReconnect, NetworkTimeout, server selection
@@ -54,3 +65,10 @@ def translated(action: str) -> Iterator[None]:
         raise DatabaseError(f"{action}: {one_line(exc)} (code {exc.code})") from exc
     except PyMongoError as exc:
         raise DatabaseError(f"{action}: {type(exc).__name__}: {one_line(exc)}") from exc
+    # Raised by pymongo before sending (bson's errors are not PyMongoErrors).
+    except DocumentTooLarge as exc:
+        raise DatabaseError(
+            f"{action}: document too large for MongoDB's 16 MB limit ({one_line(exc)})"
+        ) from exc
+    except InvalidDocument as exc:
+        raise DatabaseError(f"{action}: invalid document: {one_line(exc)}") from exc

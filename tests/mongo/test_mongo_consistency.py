@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from daai_backup.errors import (
     TransientDatabaseError,
 )
 from daai_backup.mongo import (
+    CatalogChange,
     DocumentBatch,
     DumpProgress,
     NamespaceEnd,
@@ -70,6 +72,16 @@ def test_other_server_errors_are_database_errors() -> None:
     with pytest.raises(DatabaseError, match=r"reading t\.a: not authorized \(code 13\)"):  # noqa: SIM117
         with translated("reading t.a"):
             raise OperationFailure("not authorized", 13)
+
+
+def test_a_document_too_large_is_a_one_line_database_error(
+    mongo_client: MongoClient[Any], mongo_db_name: str
+) -> None:
+    with pytest.raises(DatabaseError, match=r"^writing x: document too large") as info:  # noqa: SIM117
+        with translated("writing x"):
+            mongo_client[mongo_db_name].big.insert_one({"blob": "x" * (17 * 1024 * 1024)})
+    assert "\n" not in str(info.value)
+    assert len(str(info.value)) < 400
 
 
 def test_time_series_round_trip(mongo_client: MongoClient[Any], mongo_db_name: str) -> None:
@@ -119,7 +131,8 @@ def test_restore_machinery_is_never_backed_up(
 ) -> None:
     db = mongo_client[mongo_db_name]
     db.real.insert_one({"x": 1})
-    db["__daai_restore.deadbeef.real"].insert_one({"x": 2})
+    db["__daai_restore.deadbeef.c0"].insert_one({"x": 2})
+    db["__daai_restore.deadbeef.probe-b"].insert_one({"x": 3})
     db["__daai_restore.journal"].insert_one({"_id": "restore", "state": "loading"})
     names = [m.collection for m in _metadata(dump_bytes(mongo_client, mongo_db_name))]
     assert names == ["real"]
@@ -230,3 +243,52 @@ def test_a_restore_swapping_during_the_dump(
     error, _ = _dump_changing(mongo_client, mongo_db_name, swap_crashes)
     assert isinstance(error, SnapshotChanged)
     assert "a restore started swapping collections in" in str(error)
+
+
+_REPORT = [{"$group": {"_id": "$k", "total": {"$sum": "$v"}}}, {"$out": "daily_report"}]
+
+
+@pytest.mark.parametrize("mode", ["raise", "record"])
+def test_a_collection_refreshed_with_out_during_the_dump(
+    mongo_uri: str, mongo_client: MongoClient[Any], mongo_db_name: str, mode: str
+) -> None:
+    """An app rebuilding a report with ``$out`` (a new uuid each time) while a backup runs."""
+    _several_collections(mongo_client, mongo_db_name)
+    mongo_client[mongo_db_name].src.insert_many([{"k": i % 7, "v": i} for i in range(70)])
+    mongo_client[mongo_db_name].src.aggregate(_REPORT)
+    stop, refreshed = threading.Event(), threading.Event()
+
+    def refresher() -> None:  # the app, on its own connection
+        with MongoClient(mongo_uri) as app:
+            while not stop.is_set():
+                app[mongo_db_name].src.aggregate(_REPORT)
+                refreshed.set()
+                stop.wait(0.02)
+
+    app = threading.Thread(target=refresher, daemon=True)
+
+    def progress(p: DumpProgress) -> None:
+        if not app.is_alive() and not stop.is_set():  # first batch: the listing is taken
+            app.start()
+            assert refreshed.wait(10)  # at least one refresh while the dump runs
+        if p.collections_done == p.collections_total - 1:  # last collection: settle
+            stop.set()
+            app.join(10)
+
+    sink = io.BytesIO()
+    try:
+        if mode == "raise":
+            with pytest.raises(SnapshotChanged, match="changed: 'daily_report'"):
+                dump_database(mongo_client, mongo_db_name, sink, progress=progress)
+            return
+        result = dump_database(
+            mongo_client, mongo_db_name, sink, progress=progress, on_catalog_change="record"
+        )
+    finally:
+        stop.set()
+        if app.is_alive():
+            app.join(10)
+    assert result.consistency == "best-effort"
+    assert result.catalog_changes == [CatalogChange("daily_report", "changed", ("uuid",))]
+    ends = [e for e in read_archive(io.BytesIO(sink.getvalue())) if isinstance(e, NamespaceEnd)]
+    assert {e.collection: e.documents for e in ends}["daily_report"] == 7  # complete archive

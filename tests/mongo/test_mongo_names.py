@@ -15,8 +15,14 @@ from mongo_state import db_state, dump_bytes
 from pymongo import MongoClient
 
 from daai_backup.errors import DatabaseError
-from daai_backup.mongo import ArchiveReader, restore_database
-from daai_backup.mongo.namespaces import MAX_NAMESPACE_BYTES, check_collection_name, is_backed_up
+from daai_backup.mongo import ArchiveReader, dump_database, restore_database
+from daai_backup.mongo.namespaces import (
+    MAX_NAMESPACE_BYTES,
+    check_collection_name,
+    is_backed_up,
+    is_ours,
+)
+from daai_backup.mongo.restore import _SimulatedCrash
 
 PREFIX = "__daai_restore."
 
@@ -103,6 +109,61 @@ def test_time_series_names_leave_room_for_their_buckets() -> None:
     check_collection_name("tenant", name, timeseries=True)
     with pytest.raises(DatabaseError, match=r"too long .*time-series buckets"):
         check_collection_name("tenant", name + "m", timeseries=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "ours"),
+    [
+        ("__daai_restore.journal", True),
+        ("__daai_restore.0badc0de.c0", True),
+        ("__daai_restore.0badc0de.c17", True),
+        ("__daai_restore.0badc0de.probe-a", True),
+        ("__daai_restore.0badc0de.probe-b", True),
+        ("__daai_restore.orders", False),
+        ("__daai_restore.journal2", False),
+        ("__daai_restore.0badc0de.c", False),
+        ("__daai_restore.0badc0de.c01", False),
+        ("__daai_restore.0BADC0DE.c0", False),
+        ("__daai_restore.0badc0de.c0.x", False),
+        ("__daai_restore.0badc0d.c0", False),
+        ("__daai_restore.0badc0de.probe-c", False),
+        ("x__daai_restore.journal", False),
+    ],
+)
+def test_only_the_restores_own_names_are_ours(name: str, ours: bool) -> None:
+    assert is_ours(name) is ours
+
+
+def test_a_user_collection_with_the_reserved_prefix_is_refused_by_the_dump(
+    mongo_client: MongoClient[Any], mongo_db_name: str
+) -> None:
+    db = mongo_client[mongo_db_name]
+    db.users.insert_one({"_id": 1})
+    db["__daai_restore.orders"].insert_one({"_id": 1, "total": 5})
+    sink = io.BytesIO()
+    with pytest.raises(DatabaseError, match=r"'__daai_restore\.orders'.*rename") as refused:
+        dump_database(mongo_client, mongo_db_name, sink)
+    assert "\n" not in str(refused.value)
+    assert sink.getvalue() == b""  # refused before writing anything
+
+
+def test_a_restore_never_drops_a_user_collection_with_the_reserved_prefix(
+    mongo_client: MongoClient[Any], mongo_db_name: str
+) -> None:
+    db = mongo_client[mongo_db_name]
+    db.users.insert_many([{"_id": i} for i in range(3)])
+    archive = dump_bytes(mongo_client, mongo_db_name)
+    snapshot = db_state(mongo_client, mongo_db_name)
+    db.users.drop()
+    db["__daai_restore.orders"].insert_one({"_id": 1, "total": 5})
+    db["__daai_restore.0badc0de.c"].insert_one({"_id": 2})
+    theirs = {k: v for k, v in db_state(mongo_client, mongo_db_name).items() if k != "users"}
+    with pytest.raises(_SimulatedCrash):  # leaves staging and a journal to clean up
+        restore_database(mongo_client, mongo_db_name, io.BytesIO(archive), _fail_at="load")
+    assert any(is_ours(n) for n in db.list_collection_names())
+
+    restore_database(mongo_client, mongo_db_name, io.BytesIO(archive))  # drops leftovers
+    assert db_state(mongo_client, mongo_db_name) == snapshot | theirs
 
 
 def test_what_a_backup_holds() -> None:

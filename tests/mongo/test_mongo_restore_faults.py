@@ -19,6 +19,7 @@ from pymongo import MongoClient
 from daai_backup.errors import ArchiveCorrupt, DatabaseError, TransientDatabaseError
 from daai_backup.mongo import (
     RestoreProgress,
+    clean_abandoned_restore,
     discard_staged,
     dump_database,
     finish_interrupted_restore,
@@ -427,3 +428,54 @@ def test_discarding_a_staged_restore_leaves_nothing_and_touches_nothing_live(
     assert discard_staged(mongo_client, name, first.run) is True
     assert db_state(mongo_client, name) == live  # no staging, no journal, live untouched
     assert discard_staged(mongo_client, name, first.run) is False  # idempotent
+
+
+@pytest.mark.parametrize("step", ["load", "indexes", "staged"])
+def test_cleaning_an_abandoned_restore_drops_its_staging(
+    mongo_client: MongoClient[Any],
+    scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]],
+    step: str,
+) -> None:
+    name, archive, _, live = scenario
+    with pytest.raises(_SimulatedCrash):  # a killed restore: nothing cleans up after it
+        restore_database(mongo_client, name, io.BytesIO(archive), _fail_at=step)
+    journal = _journal(mongo_client, name)
+    assert journal is not None
+    state = journal["state"]
+    assert state == ("staged" if step == "staged" else "loading")
+    done = clean_abandoned_restore(mongo_client, name)
+    assert done == (
+        f"restore run {journal['run']} of database {name!r} was abandoned while {state}: "
+        "dropped its 3 staging collection(s) and its journal; live data untouched"
+    )
+    assert db_state(mongo_client, name) == live  # no staging, no journal, live untouched
+    assert clean_abandoned_restore(mongo_client, name) is None
+
+
+def test_cleaning_an_interrupted_swap_finishes_it(
+    mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
+) -> None:
+    name, archive, snapshot, _ = scenario
+    with pytest.raises(_SimulatedCrash):
+        restore_database(mongo_client, name, io.BytesIO(archive), _fail_at="swap")
+    done = clean_abandoned_restore(mongo_client, name)
+    assert done is not None
+    assert "interrupted while swapping: finished its swap" in done
+    assert db_state(mongo_client, name) == snapshot
+    assert clean_abandoned_restore(mongo_client, name) is None
+
+
+def test_cleaning_with_nothing_abandoned(
+    mongo_client: MongoClient[Any], scenario: tuple[str, bytes, dict[str, Any], dict[str, Any]]
+) -> None:
+    name = scenario[0]
+    mongo_client[name]["__daai_restore.orders"].insert_one({"_id": 1})  # a user's, not ours
+    live = db_state(mongo_client, name)
+    assert clean_abandoned_restore(mongo_client, name) is None
+    assert db_state(mongo_client, name) == live
+    mongo_client[name]["__daai_restore.0badc0de.probe-b"].insert_one({"_id": 1})  # ours
+    assert clean_abandoned_restore(mongo_client, name) == (
+        f"dropped 1 leftover collection(s) of an earlier restore of database {name!r}; "
+        "live data untouched"
+    )
+    assert db_state(mongo_client, name) == live
