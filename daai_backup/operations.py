@@ -28,7 +28,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, Literal, cast
 
 from daai_backup import policy
 from daai_backup.archive import (
@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from daai_backup.archive import ArchiveHeader
     from daai_backup.fleet import FleetView, LastRun, TenantFacts
     from daai_backup.lease import Lease, LeaseInfo
-    from daai_backup.mongo import DumpResult
+    from daai_backup.mongo import CatalogChange, DumpResult
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +158,9 @@ class BackupOutcome:
     server_version: str
     duration_s: float
     collections: list[dict[str, object]] = field(default_factory=list)
+    catalog_changes: list[str] = field(default_factory=list)
+    """Collections created, dropped or altered while a best-effort backup ran, one line each
+    (empty for a snapshot)."""
 
 
 @dataclass(frozen=True)
@@ -253,8 +256,15 @@ def backup_tenant(
     progress: Progress | None = None,
     now: datetime | None = None,
     expected_bytes: int = 0,
+    on_catalog_change: Literal["raise", "record"] = "raise",
 ) -> BackupOutcome:
     """Take one full backup of the tenant's database into its folder; return its entry.
+
+    ``on_catalog_change`` is passed to ``dump_database``: "raise" refuses a backup during
+    which a collection was created, dropped or altered (transient: a retry may get a clean
+    one); "record" keeps it as ``best-effort`` with the changes in its side file and outcome
+    (the task passes it on its last attempt, so an app that refreshes a collection with
+    ``$out`` all day still gets backed up).
 
     The object only becomes visible once complete. The quota is enforced while writing too:
     if the real size outgrows the room left, the upload stops and nothing is kept. Holds the
@@ -271,6 +281,7 @@ def backup_tenant(
             now=now,
             expected_bytes=expected_bytes,
             checkpoint=lease.check,
+            on_catalog_change=on_catalog_change,
         )
 
 
@@ -284,6 +295,7 @@ def _backup_tenant(
     now: datetime | None,
     expected_bytes: int,
     checkpoint: Callable[[], None],
+    on_catalog_change: Literal["raise", "record"],
 ) -> BackupOutcome:
     from daai_backup.mongo import dump_database
 
@@ -305,7 +317,9 @@ def _backup_tenant(
         ) as encrypted:
             gz = open_gzip_writer(cast(BinaryIO, encrypted))
             try:
-                return dump_database(client, tenant.database, gz)
+                return dump_database(
+                    client, tenant.database, gz, on_catalog_change=on_catalog_change
+                )
             finally:
                 gz.close()
 
@@ -323,6 +337,16 @@ def _backup_tenant(
     finally:
         pipe.close()
     dump = producer.result()
+    changes = [_describe_change(c) for c in dump.catalog_changes]
+    facts: dict[str, object] = {}
+    if changes:
+        facts["catalog_changes"] = changes
+        logger.warning(
+            "backup %s of %s is best-effort: the catalog changed while it ran (%s)",
+            name.filename,
+            tenant.id,
+            "; ".join(changes),
+        )
     try:
         folder.annotate(
             name.filename,
@@ -332,6 +356,7 @@ def _backup_tenant(
                 "documents": dump.total_documents,
                 "data_bytes": dump.total_bytes,
                 "collections": {c.name: c.documents for c in dump.collections},
+                **facts,
             },
         )
     except DaaiBackupError as exc:
@@ -355,7 +380,14 @@ def _backup_tenant(
             {"name": c.name, "type": c.type, "documents": c.documents, "bytes": c.bytes}
             for c in dump.collections
         ],
+        catalog_changes=changes,
     )
+
+
+def _describe_change(change: CatalogChange) -> str:
+    """'daily_report: changed (uuid)' / 'tmp: new' / 'old: gone'."""
+    what = f" ({', '.join(change.what)})" if change.what else ""
+    return f"{change.collection}: {change.change}{what}"
 
 
 def _quota_limit(
@@ -698,6 +730,21 @@ def remove_leftovers(ctx: EngineContext, tenant: Tenant) -> int:
         return ctx.folder(tenant).remove_leftovers()
 
 
+def clean_abandoned_restore(ctx: EngineContext, tenant: Tenant) -> str | None:
+    """Finish or remove what a killed restore left in the tenant's database, under its lease.
+
+    A restore killed while staging (or during its safety backup) leaves a staged copy of the
+    backup inside the live database; one killed mid-swap leaves it torn, and backups refuse
+    a torn database. Both are dealt with here, at the start of the tenant's next backup or
+    retention run, not at its next restore, which may be months away. One line saying what
+    was done; None when nothing was left.
+    """
+    from daai_backup.mongo import clean_abandoned_restore as clean
+
+    with ctx.exclusive(tenant, "cleanup"):
+        return clean(ctx.mongo_client, tenant.database)
+
+
 def key_problem(ctx: EngineContext) -> str | None:
     """None when a current key is configured; else the one line saying what is wrong."""
     try:
@@ -833,6 +880,7 @@ __all__ = [
     "VerifyOutcome",
     "backup_tenant",
     "check_key_can_read",
+    "clean_abandoned_restore",
     "delete_backup",
     "describe_backup",
     "discard_restore",

@@ -25,6 +25,7 @@ from flows.retention import retention
 from tasks.backup import backup_tenant, preflight_backup
 from tasks.catalog import list_backups, remove_leftovers
 from tasks.common import cluster_slot, tenant_lock
+from tasks.restore import clean_abandoned_restore
 
 
 def take_backup(
@@ -49,6 +50,9 @@ def take_backup(
         # What killed runs left (temporary files, incomplete uploads) goes first: holding
         # the lease, nothing else can be writing to the tenant's folder.
         remove_leftovers(ctx, tenant)
+        if label != policy.PRE_RESTORE:
+            # A safety backup runs inside a restore whose staged copy is not abandoned.
+            clean_abandoned_restore(ctx, tenant)
         with cluster_slot(ctx.settings):
             progress = cast(
                 UUID,

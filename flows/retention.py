@@ -19,6 +19,7 @@ from flows.common import engine, local_time, publish_backup_list
 from flows.refusals import one_line_refusals
 from tasks.catalog import delete_backup, list_backups, remove_leftovers, verification_status
 from tasks.common import tenant_lock
+from tasks.restore import clean_abandoned_restore
 from tasks.verify import verify_backup
 
 
@@ -72,6 +73,7 @@ def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dic
     with tenant_lock(ctx, tenant.id, "retention", detail="dry run" if dry_run else None) as lease:
         if not dry_run:
             remove_leftovers(ctx, tenant)
+            clean_abandoned_restore(ctx, tenant)
         # A listing that fails raises here: nothing is planned, nothing deleted.
         entries = list_backups(ctx, tenant)
         active = tenant.active_frequency()

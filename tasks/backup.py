@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Literal
 from uuid import UUID
 
 from prefect import get_run_logger, task
@@ -12,7 +13,7 @@ from daai_backup import operations
 from daai_backup.catalog import human_size
 from daai_backup.operations import BackupOutcome, EngineContext
 from daai_backup.tenants import Tenant
-from tasks.common import DATA_TASK, report_progress, retry_if_transient
+from tasks.common import DATA_TASK, RETRIES, report_progress, retry_if_transient
 
 BACKUP_TIMEOUT_SECONDS = 12 * 3600
 PREFLIGHT_TIMEOUT_SECONDS = 300
@@ -35,6 +36,19 @@ def preflight_backup(
         "tenant %s: %s backup may run, about %s expected", tenant.id, label, human_size(expected)
     )
     return expected
+
+
+def catalog_change_mode() -> Literal["raise", "record"]:
+    """ "raise" on every attempt but the task's last, which takes a best-effort backup.
+
+    A collection created, dropped or altered during a backup (an ``$out`` refresh gives a new
+    uuid) makes the attempt fail as transient, and a retry usually gets a clean snapshot. An
+    app that changes its catalog all the time would fail every attempt; the last one records
+    the changes instead, so such a tenant gets a best-effort backup, never none.
+    """
+    from prefect.runtime import task_run
+
+    return "record" if task_run.run_count > RETRIES else "raise"
 
 
 @task(
@@ -71,6 +85,7 @@ def backup_tenant(
         note=note,
         progress=progress,
         expected_bytes=expected_bytes,
+        on_catalog_change=catalog_change_mode(),
     )
     if progress_artifact is not None:
         update_progress_artifact(progress_artifact, progress=100.0)

@@ -52,6 +52,24 @@ def finish_interrupted_restore(ctx: EngineContext, tenant: Tenant) -> bool:
 
 
 @task(
+    name="clean-abandoned-restore",
+    task_run_name="clean-abandoned-restore-{tenant.id}",
+    timeout_seconds=SWAP_TIMEOUT_SECONDS,
+    retry_condition_fn=retry_if_transient,
+    **DATA_TASK,
+)
+def clean_abandoned_restore(ctx: EngineContext, tenant: Tenant) -> str | None:
+    """Drop a killed restore's staged copy, or finish its swap (idempotent, so retried).
+
+    Never from inside a restore: its own staged copy would look abandoned.
+    """
+    done = operations.clean_abandoned_restore(ctx, tenant)
+    if done:
+        get_run_logger().warning("tenant %s: %s", tenant.id, done)
+    return done
+
+
+@task(
     name="stage-restore",
     task_run_name="stage-restore-{tenant.id}",
     timeout_seconds=RESTORE_TIMEOUT_SECONDS,

@@ -532,3 +532,39 @@ def test_engine_calls_wait_for_the_tenants_lease(
     }[call]()
     assert time.monotonic() - started >= 1.4  # it waited for the other operation
     other.join(10)
+
+
+def test_a_best_effort_backup_records_the_catalog_changes_it_saw(
+    mongo_client, mongo_uri, mongo_db_name, local_storage_url
+):
+    """``on_catalog_change="record"`` (the task's last attempt) keeps the backup and says why
+    it is best-effort; "raise" keeps nothing. The change is made while the dump is blocked on
+    the pipe (16 MB of incompressible data cannot all be buffered), so it lands mid-dump."""
+    db = mongo_client[mongo_db_name]
+    db.blobs.insert_many([{"_id": i, "b": os.urandom(1 << 20)} for i in range(16)])
+    ctx = _ctx(mongo_uri, local_storage_url, {"t1": mongo_db_name})
+    tenant = ctx.tenant("t1")
+    made: list[str] = []
+    attempt = [0]
+
+    def app_creates_a_collection(done: int, expected: int) -> None:
+        if len(made) < attempt[0]:
+            made.append(f"report{len(made)}")
+            db.create_collection(made[-1])
+
+    attempt[0] = 1
+    with pytest.raises(Exception, match="report0") as refused:
+        backup_tenant(ctx, tenant, "manual", progress=app_creates_a_collection)
+    assert getattr(refused.value, "transient", False)  # the task retries it
+    assert list_backups(ctx, tenant) == []
+
+    attempt[0] = 2
+    outcome = backup_tenant(
+        ctx, tenant, "manual", progress=app_creates_a_collection, on_catalog_change="record"
+    )
+    assert outcome.consistency == "best-effort"
+    assert outcome.catalog_changes == ["report1: new"]
+    assert [e.file for e in list_backups(ctx, tenant)] == [outcome.entry.file]
+    details = ctx.folder(tenant).details(outcome.entry.file)
+    assert details["consistency"] == "best-effort"
+    assert details["catalog_changes"] == ["report1: new"]

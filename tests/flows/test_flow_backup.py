@@ -125,3 +125,50 @@ def test_backup_waits_while_an_operation_outside_prefect_holds_the_tenant_lease(
     assert line.startswith(f"tenant {tid}: waiting for the restore of {tid} (manual_x.gz.enc; ")
     assert f"pid {os.getpid()}, run cli restore) to finish: " in line
     assert run_log_line(state.state_details.flow_run_id, "took the lease after waiting")
+
+
+def test_the_next_backup_drops_what_a_killed_restore_staged(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    """A restore killed after staging (e.g. during its safety backup) left a full staged copy
+    inside the live database; the tenant's next backup removes it and leaves live data alone."""
+    from daai_backup import operations
+
+    seed(mongo_client, mongo_db_name, docs=7)
+    tid = flow_env.add_tenant(mongo_db_name)
+    first = backup(tenant=tid, actor=OWNER)
+    assert isinstance(first, dict)
+    mongo_client[mongo_db_name].extra.insert_one({"x": 1})
+    ctx = flow_env.context()
+    operations.stage_restore(ctx, ctx.tenant(tid), first["file"])  # ...then killed
+    staged = [n for n in mongo_client[mongo_db_name].list_collection_names() if "__daai" in n]
+    assert staged
+
+    second = backup(tenant=tid, actor=OWNER)
+    assert isinstance(second, dict)
+    names = mongo_client[mongo_db_name].list_collection_names()
+    assert not [n for n in names if n.startswith("__daai_restore")]
+    assert mongo_client[mongo_db_name].extra.count_documents({}) == 1  # live data untouched
+
+
+def test_only_the_last_attempt_takes_a_best_effort_backup(flow_env: FlowEnv) -> None:
+    """``catalog_change_mode`` as Prefect's retries see it: "raise" until no retry is left."""
+    from prefect import flow, task
+
+    from tasks.backup import catalog_change_mode
+    from tasks.common import RETRIES
+
+    seen: list[str] = []
+
+    @task(retries=RETRIES, retry_delay_seconds=0)
+    def attempt() -> None:
+        seen.append(catalog_change_mode())
+        if len(seen) <= RETRIES:
+            raise RuntimeError("catalog changed")
+
+    @flow
+    def run() -> None:
+        attempt()
+
+    run()
+    assert seen == ["raise"] * RETRIES + ["record"]
