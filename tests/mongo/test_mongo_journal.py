@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,9 +29,23 @@ _CODES = [f"{i:06d}" + "x" * 1000 for i in range(3000)]
 _VALIDATOR = {"$jsonSchema": {"bsonType": "object", "properties": {"code": {"enum": _CODES}}}}
 
 
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[MongoClient[Any]]:
+    """A server of this test's own. Megabyte-sized options written while another test's
+    session pins an old snapshot can stall the shared test server's storage engine (seen:
+    a ``create`` never answered mid-suite); a fresh one has nothing pinned."""
+    from secantus import SecantusDBServer
+
+    with SecantusDBServer(storage_path=str(tmp_path / "db")) as server:
+        client: MongoClient[Any] = MongoClient(server.uri)
+        yield client
+        client.close()
+
+
 def test_a_plan_larger_than_one_document_is_staged_swapped_and_finished(
-    mongo_client: MongoClient[Any], mongo_db_name: str
+    own_server: MongoClient[Any],
 ) -> None:
+    mongo_client, mongo_db_name = own_server, "journal_plan"
     db = mongo_client[mongo_db_name]
     for n in range(6):
         db.create_collection(f"form_{n}", validator=_VALIDATOR)
