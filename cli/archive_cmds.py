@@ -20,16 +20,16 @@ import typer
 from cli.app import app, console, errors_as_messages, fail, guarded
 from cli.context import engine, load_settings
 from daai_backup.errors import DaaiBackupError, InvalidName
-from daai_backup.names import BackupName
+from daai_backup.repository.names import BackupName
 
 if TYPE_CHECKING:
-    from daai_backup.keys import Keyring
+    from daai_backup.format.keys import Keyring
 
 
 @app.command()
 def keygen() -> None:
     """Print a new master key (base64 of 32 random bytes) for BACKUP_ENCRYPTION_KEY."""
-    from daai_backup.keys import generate_master_key
+    from daai_backup.format.keys import generate_master_key
 
     typer.echo(generate_master_key())
     typer.echo(
@@ -57,7 +57,7 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Show what a backup file is (format, tenant, key, time, content, name); needs no key."""
-    from daai_backup.archive import read_header
+    from daai_backup.format.dbk1 import read_header
 
     with _open_local(file) as source:
         header = read_header(source)
@@ -124,7 +124,7 @@ def decrypt(
     local file under a backup file name must be the backup its header names (a renamed copy
     is refused); under any other name (a download saved as you like) the name is not checked.
     """
-    from daai_backup.archive import open_plaintext
+    from daai_backup.format.dbk1 import open_plaintext
 
     with ExitStack() as stack:
         stored = _stored_name(file)
@@ -168,7 +168,7 @@ def _local_source(
     file: Path, stack: ExitStack
 ) -> tuple[BinaryIO, Keyring, str | None, bool | None]:
     """A local file: ``(source, keyring, name to check, encrypted)``."""
-    from daai_backup.archive import ENCRYPTED_SUFFIX
+    from daai_backup.format.dbk1 import ENCRYPTED_SUFFIX
 
     settings = load_settings()
     source = stack.enter_context(_open_local(file))

@@ -28,8 +28,13 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """The tenant's backups, newest first, times in the tenant's time zone."""
-    from daai_backup.catalog import TABLE_MIN_WIDTH, render_lines, render_table, to_json_records
     from daai_backup.operations import list_backups, next_backup
+    from daai_backup.repository.catalog import (
+        TABLE_MIN_WIDTH,
+        render_lines,
+        render_table,
+        to_json_records,
+    )
 
     ctx = engine()
     record = ctx.tenant(tenant)

@@ -31,16 +31,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, BinaryIO, Literal, cast
 
 from daai_backup import policy
-from daai_backup.archive import (
-    ContentType,
-    EncryptingWriter,
-    check_name_binding,
-    open_plaintext,
-    read_header,
-)
-from daai_backup.backup_folder import BackupFolder, folder_for_tenant
-from daai_backup.catalog import BackupEntry
-from daai_backup.compression import open_gzip_reader, open_gzip_writer
 from daai_backup.errors import (
     ArchiveCorrupt,
     DaaiBackupError,
@@ -51,19 +41,29 @@ from daai_backup.errors import (
     SubscriptionSuspended,
     WrongTenant,
 )
-from daai_backup.names import BackupName, new_backup_name, validate_note
-from daai_backup.quota import MB, QuotaReport, check_quota
-from daai_backup.schedule_times import next_backup_time
+from daai_backup.format.compression import open_gzip_reader, open_gzip_writer
+from daai_backup.format.dbk1 import (
+    ContentType,
+    EncryptingWriter,
+    check_name_binding,
+    open_plaintext,
+    read_header,
+)
+from daai_backup.policy.schedule_times import next_backup_time
+from daai_backup.repository.catalog import BackupEntry
+from daai_backup.repository.folder import BackupFolder, folder_for_tenant
+from daai_backup.repository.names import BackupName, new_backup_name, validate_note
+from daai_backup.repository.quota import MB, QuotaReport, check_quota
+from daai_backup.repository.verification import VerificationRecord
 from daai_backup.settings import Settings, load_settings
 from daai_backup.streams import CountingReader, produce_into_pipe
 from daai_backup.tenants import Tenant, TenantRegistry
-from daai_backup.verification import VerificationRecord
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
-    from daai_backup.archive import ArchiveHeader
     from daai_backup.fleet import FleetView, LastRun, TenantFacts
+    from daai_backup.format.dbk1 import ArchiveHeader
     from daai_backup.lease import Lease, LeaseInfo
     from daai_backup.mongo import CatalogChange, DumpResult
 

@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from daai_backup.errors import ConfigError
 
 if TYPE_CHECKING:
-    from daai_backup.keys import Keyring
+    from daai_backup.format.keys import Keyring
 
 DEFAULT_MONGODB_URI = "mongodb://127.0.0.1:27017/"
 
@@ -113,7 +113,7 @@ class Settings(BaseSettings):
         Having no current key is not an error here: legacy plaintext restores still work,
         and backups ask ``keyring.require_current()``.
         """
-        from daai_backup.keys import Keyring
+        from daai_backup.format.keys import Keyring
 
         current = (
             self.backup_encryption_key.get_secret_value().strip() or None

@@ -10,8 +10,8 @@ per-tenant offset, every N calendar days from a fixed anchor::
   processes and machines (unlike ``hash()``), roughly uniform over the window, so thousands of
   tenants do not start at the same minute.
 - The offset, the anchor and the fire times themselves live in the engine
-  (:mod:`daai_backup.schedule_times`, which the fleet view and the CLI use to say when the next
-  backup runs); this module only renders them as Prefect schedules.
+  (:mod:`daai_backup.policy.schedule_times`, which the fleet view and the CLI use to say
+  when the next backup runs); this module only renders them as Prefect schedules.
 - The anchor is a fixed date (:data:`EPOCH`), so a 3-day schedule keeps its 3-day rhythm over
   month ends (a cron ``*/3`` would restart on the 1st) and re-registering never shifts it.
 - Why not ``Interval`` (measured on Prefect 3.9 with the server's own schedule code): an
@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo
 from prefect.schedules import Interval, RRule, Schedule
 
 from daai_backup import policy
-from daai_backup.schedule_times import (
+from daai_backup.policy.schedule_times import (
     EPOCH,
     anchor_date,
     anchor_wall_time,

@@ -15,9 +15,9 @@ from prefect.artifacts import create_progress_artifact
 from prefect.states import Completed
 
 from daai_backup import policy
-from daai_backup.catalog import human_size
 from daai_backup.errors import InvalidName, KeyMissing, SubscriptionSuspended
 from daai_backup.operations import EngineContext
+from daai_backup.repository.catalog import human_size
 from daai_backup.tenants import Tenant
 from flows.common import engine, publish_backup_list, publish_key_missing, tag_this_run
 from flows.refusals import one_line_refusals

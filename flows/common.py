@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from daai_backup import catalog, operations
-from daai_backup.catalog import BackupEntry
+from daai_backup import operations
 from daai_backup.fleet import backup_list_description
 from daai_backup.operations import EngineContext
+from daai_backup.repository import catalog
+from daai_backup.repository.catalog import BackupEntry
 from daai_backup.tenants import Tenant
 
 

@@ -16,10 +16,10 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from daai_backup.catalog import BackupEntry
 from daai_backup.errors import ConfirmationMismatch, ConfirmationTimeout
 from daai_backup.lease import format_duration
 from daai_backup.operations import EngineContext
+from daai_backup.repository.catalog import BackupEntry
 from daai_backup.tenants import Tenant
 from flows.backup import pre_restore_backup
 from flows.common import engine, local_time

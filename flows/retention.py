@@ -1,6 +1,6 @@
-"""Retention: plan (pure, :func:`daai_backup.retention.plan`), then delete, under the tenant's
-lease (checked before each delete); and a sweep over every tenant that carries on past one
-tenant's failure."""
+"""Retention: plan (pure, :func:`daai_backup.policy.retention.plan`), then delete, under the
+tenant's lease (checked before each delete); and a sweep over every tenant that carries on
+past one tenant's failure."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from daai_backup import retention as rules
-from daai_backup.catalog import BackupEntry, human_size, newest_first
 from daai_backup.errors import DaaiBackupError
 from daai_backup.operations import BAD_FILE_ERRORS, EngineContext
+from daai_backup.policy import retention as rules
+from daai_backup.repository.catalog import BackupEntry, human_size, newest_first
 from daai_backup.tenants import Tenant
 from flows.common import engine, local_time, publish_backup_list
 from flows.refusals import one_line_refusals

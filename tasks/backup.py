@@ -10,8 +10,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import update_progress_artifact
 
 from daai_backup import operations
-from daai_backup.catalog import human_size
 from daai_backup.operations import BackupOutcome, EngineContext
+from daai_backup.repository.catalog import human_size
 from daai_backup.tenants import Tenant
 from tasks.common import DATA_TASK, RETRIES, report_progress, retry_if_transient
 

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from prefect import get_run_logger, task
 
 from daai_backup import operations
-from daai_backup.catalog import BackupEntry, human_size
 from daai_backup.operations import EngineContext
+from daai_backup.repository.catalog import BackupEntry, human_size
 from daai_backup.tenants import Tenant
 from tasks.common import DATA_TASK, retry_if_transient
 

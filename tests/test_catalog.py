@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from rich.console import Console
 
-from daai_backup.catalog import (
+from daai_backup.errors import ConfigError
+from daai_backup.repository.catalog import (
     COLUMNS,
     BackupEntry,
     human_size,
@@ -17,8 +18,7 @@ from daai_backup.catalog import (
     to_dataframe,
     to_json_records,
 )
-from daai_backup.errors import ConfigError
-from daai_backup.names import BackupName
+from daai_backup.repository.names import BackupName
 
 
 def entry(
@@ -155,7 +155,7 @@ def test_unknown_time_zone() -> None:
 def test_render_lines_keeps_every_file_name_whole_for_narrow_terminals() -> None:
     from datetime import UTC, datetime
 
-    from daai_backup.catalog import BackupEntry, render_lines
+    from daai_backup.repository.catalog import BackupEntry, render_lines
 
     entries = [
         BackupEntry(

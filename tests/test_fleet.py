@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from daai_backup import fleet
-from daai_backup.catalog import BackupEntry
 from daai_backup.fleet import LastRun, TenantFacts, fleet_table
 from daai_backup.lease import LeaseInfo
-from daai_backup.quota import QuotaReport
-from daai_backup.schedule_times import next_backup_time
+from daai_backup.policy.schedule_times import next_backup_time
+from daai_backup.repository.catalog import BackupEntry
+from daai_backup.repository.quota import QuotaReport
 from daai_backup.tenants import TenantRegistry
 
 NOW = datetime(2026, 6, 10, 12, tzinfo=UTC)

@@ -15,7 +15,6 @@ import pytest
 from bson import Decimal128, ObjectId
 from dbk1_vectors import seal_v1
 
-from daai_backup.archive import open_plaintext
 from daai_backup.errors import (
     ArchiveCorrupt,
     InvalidName,
@@ -28,7 +27,7 @@ from daai_backup.errors import (
     WrongKey,
     WrongTenant,
 )
-from daai_backup.names import BackupName
+from daai_backup.format.dbk1 import open_plaintext
 from daai_backup.operations import (
     EngineContext,
     backup_tenant,
@@ -45,6 +44,7 @@ from daai_backup.operations import (
     set_hold,
     verify_backup,
 )
+from daai_backup.repository.names import BackupName
 from daai_backup.settings import Settings
 from daai_backup.tenants import TenantRegistry
 

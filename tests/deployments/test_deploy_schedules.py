@@ -15,9 +15,9 @@ import pytest
 from deploy_helpers import registry
 from prefect.schedules import Interval, RRule
 
-from daai_backup import schedule_times
 from daai_backup.errors import ConfigError, TenantsFileInvalid
-from daai_backup.schedule_times import next_backup_time
+from daai_backup.policy import schedule_times
+from daai_backup.policy.schedule_times import next_backup_time
 from daai_backup.settings import Settings
 from daai_backup.tenants import Tenant
 from deployments import schedules

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from prefect.client.orchestration import get_client
 
-from daai_backup.keys import generate_master_key
+from daai_backup.format.keys import generate_master_key
 from daai_backup.settings import Settings
 from daai_backup.tenants import TenantRegistry
 from deployments.seed import seed_all

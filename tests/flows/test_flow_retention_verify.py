@@ -14,13 +14,13 @@ from flowkit import OWNER, FlowEnv, artifact, files_of, seed
 from prefect import flow
 
 from daai_backup import operations
-from daai_backup.backup_folder import BackupFolder
 from daai_backup.errors import StorageError, TransientStorageError
-from daai_backup.keys import generate_master_key
-from daai_backup.names import new_backup_name
+from daai_backup.format.keys import generate_master_key
+from daai_backup.repository.folder import BackupFolder
+from daai_backup.repository.names import new_backup_name
+from daai_backup.repository.verification import VerificationRecord
 from daai_backup.storage import MemoryStorage, ObjectInfo, storage_from_url
 from daai_backup.tenants import Tenant
-from daai_backup.verification import VerificationRecord
 from flows.backup import backup
 from flows.retention import retention, retention_sweep
 from flows.verify import verify

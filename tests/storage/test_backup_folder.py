@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from daai_backup.backup_folder import BackupFolder, folder_for_tenant
 from daai_backup.errors import InvalidName, ObjectNotFound, StorageError
-from daai_backup.names import BackupName, new_backup_name
+from daai_backup.repository.folder import BackupFolder, folder_for_tenant
+from daai_backup.repository.names import BackupName, new_backup_name
 from daai_backup.storage import read_bytes
 
 T0 = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)

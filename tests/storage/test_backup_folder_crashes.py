@@ -15,10 +15,10 @@ from typing import BinaryIO
 import pytest
 from conftest import abandon_write
 
-from daai_backup.backup_folder import BackupFolder, folder_for_tenant
-from daai_backup.names import new_backup_name
+from daai_backup.repository.folder import BackupFolder, folder_for_tenant
+from daai_backup.repository.names import new_backup_name
+from daai_backup.repository.verification import VerificationRecord
 from daai_backup.storage import ObjectInfo, Storage, put_bytes, read_bytes
-from daai_backup.verification import VerificationRecord
 
 T0 = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
 

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from test_backup_folder_crashes import Journal
 
-from daai_backup.backup_folder import BackupFolder, folder_for_tenant
 from daai_backup.errors import InvalidName, ObjectNotFound
-from daai_backup.names import new_backup_name
+from daai_backup.repository.folder import BackupFolder, folder_for_tenant
+from daai_backup.repository.names import new_backup_name
+from daai_backup.repository.verification import MAX_ERROR_CHARS, VerificationRecord
 from daai_backup.storage import put_bytes, read_bytes
-from daai_backup.verification import MAX_ERROR_CHARS, VerificationRecord
 
 T0 = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
 

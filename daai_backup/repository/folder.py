@@ -9,7 +9,7 @@ Layout under the tenant root (``<storage url>/<tenant id>`` by default, or the t
     db-backups/held/<backup file>            held (pinned) backups, outside the pool
     db-backups/held/<backup file>.meta.json
     db-backups/verified/<backup file>.json   what verify found (held or not; see
-                                             :mod:`daai_backup.verification`)
+                                             :mod:`daai_backup.repository.verification`)
 
 Every method takes a backup *file name*, never a key: the name is parsed by
 :meth:`BackupName.parse` (which accepts only canonical names, no '/' at all) and joined to
@@ -50,9 +50,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from daai_backup.catalog import BackupEntry, newest_first
 from daai_backup.errors import InvalidName, ObjectNotFound, StorageError
-from daai_backup.names import BackupName, validate_note, validate_tenant_id
+from daai_backup.repository.catalog import BackupEntry, newest_first
+from daai_backup.repository.names import BackupName, validate_note, validate_tenant_id
+from daai_backup.repository.verification import VerificationRecord
 from daai_backup.storage import (
     ObjectInfo,
     Storage,
@@ -62,7 +63,6 @@ from daai_backup.storage import (
     storage_from_url,
     validate_key,
 )
-from daai_backup.verification import VerificationRecord
 
 BACKUPS_DIR = "db-backups"
 HELD_DIR = "held"

@@ -1,7 +1,7 @@
 """What verify found about one backup, kept next to it for retention to read.
 
 One small JSON object per verified backup, ``db-backups/verified/<backup file>.json``
-(:meth:`daai_backup.backup_folder.BackupFolder.record_verification`)::
+(:meth:`daai_backup.repository.folder.BackupFolder.record_verification`)::
 
     {"file": "15-day_20261127T010000Z_3f9a1c2b.gz.enc",
      "verified_at": "2026-11-27T02:00:00+00:00",

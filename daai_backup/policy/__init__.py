@@ -4,10 +4,10 @@ each kind of backup is kept.
 Labels are what the product's documentation and the backup file names use. ``interval`` is
 ``None`` for backups that are not scheduled (``manual``, ``pre-restore``). Retention is a
 count of scheduled backups to keep, or an age limit with a floor of newest ones; the pure
-function that applies it lives in :mod:`daai_backup.retention`.
+function that applies it lives in :mod:`daai_backup.policy.retention`.
 
 Schedules fire at :data:`SCHEDULE_HOUR`:00 in the tenant's time zone, as true intervals from a
-fixed anchor (:mod:`daai_backup.schedule_times`; the deployments render it as an RRule).
+fixed anchor (:mod:`daai_backup.policy.schedule_times`; the deployments render it as an RRule).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 An entry comes from a backup's file name (label, time, encrypted or not), its size from the
 listing, its note from a small side file and ``held`` from where it lives (see
-:mod:`daai_backup.backup_folder`). Times are stored in UTC and shown in the tenant's time
+:mod:`daai_backup.repository.folder`). Times are stored in UTC and shown in the tenant's time
 zone, where daylight-saving changes are handled by ``zoneinfo``.
 """
 
@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from rich.table import Table
 
 from daai_backup.errors import ConfigError
-from daai_backup.names import BackupName
+from daai_backup.repository.names import BackupName
 
 if TYPE_CHECKING:
     import pandas as pd

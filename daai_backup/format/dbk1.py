@@ -48,14 +48,14 @@ from daai_backup.errors import (
     UnsupportedFormat,
     WrongTenant,
 )
-from daai_backup.keys import (
+from daai_backup.format.keys import (
     FINGERPRINT_SIZE,
     Keyring,
     MasterKey,
     derive_tenant_key,
     validate_tenant_id,
 )
-from daai_backup.names import BackupName
+from daai_backup.repository.names import BackupName
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
