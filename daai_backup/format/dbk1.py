@@ -119,7 +119,7 @@ class ContentType(IntEnum):
     BACKUP_ARCHIVE = 1
     """gzip of a mongodump archive: a backup (``*.gz.enc``)."""
     MANIFEST = 2
-    """JSON. Reserved for later work: nothing writes or reads it yet."""
+    """JSON: a backup's manifest (:mod:`daai_backup.repository.manifest`)."""
     CHANGE_SEGMENT = 3
     """Reserved for later work: nothing writes or reads it yet."""
 
