@@ -67,3 +67,22 @@ def test_names_and_digests() -> None:
     assert backup_of("notes.txt.manifest") is None
     assert options_digest({"b": 1, "a": 2}) == options_digest({"a": 2, "b": 1})
     assert options_digest({"capped": True}) != options_digest({})
+
+
+def test_the_folder_keeps_a_manifest_beside_its_backup_and_deletes_it_after(tmp_path) -> None:
+    from daai_backup.errors import ObjectNotFound
+    from daai_backup.repository.folder import BackupFolder
+    from daai_backup.repository.names import BackupName
+    from daai_backup.storage import storage_from_url
+
+    folder = BackupFolder(storage_from_url(tmp_path.as_uri()), "acme-hr")
+    master = parse_master_key(generate_master_key())
+    with pytest.raises(ObjectNotFound):  # no manifest without its backup
+        folder.put_manifest(FILE, seal(_manifest(), master))
+    folder.write(BackupName.parse(FILE), io.BytesIO(b"backup bytes"))
+    folder.put_manifest(FILE, seal(_manifest(), master))
+    with folder.open_manifest(FILE) as sealed:
+        assert unseal(sealed, Keyring(current=master), "acme-hr", FILE).note == "before the import"
+    folder.delete(FILE)
+    with pytest.raises(ObjectNotFound):
+        folder.open_manifest(FILE)

@@ -52,6 +52,7 @@ from typing import BinaryIO
 
 from daai_backup.errors import InvalidName, ObjectNotFound, StorageError
 from daai_backup.repository.catalog import BackupEntry, newest_first
+from daai_backup.repository.manifest import manifest_name
 from daai_backup.repository.names import BackupName, validate_note, validate_tenant_id
 from daai_backup.repository.verification import VerificationRecord
 from daai_backup.storage import (
@@ -192,6 +193,24 @@ class BackupFolder:
             entries.append(BackupEntry.from_name(name, size, note=note, held=held))
         return newest_first(entries)
 
+    def _manifest_key(self, filename: str) -> str:
+        # Always in the pool folder, wherever the backup lives: a hold never moves it.
+        return join_key(self._pool, manifest_name(filename))
+
+    def put_manifest(self, filename: str, sealed: bytes) -> None:
+        """Store the sealed manifest of an existing backup (``repository.manifest.seal``).
+
+        Written after its backup and deleted after it (:meth:`delete`), like a side file, so
+        a manifest without its backup is garbage of a killed operation.
+        """
+        if not any(self._exists(self._key(filename, held)) for held in (False, True)):
+            raise self._not_found(filename)
+        put_bytes(self._storage, self._manifest_key(filename), sealed)
+
+    def open_manifest(self, filename: str) -> BinaryIO:
+        """The sealed manifest object of a backup; ``ObjectNotFound`` if it has none."""
+        return self._storage.open_read(self._manifest_key(filename))
+
     def _read_note(self, sidecar: str) -> str | None:
         note = self._read_sidecar(sidecar).get("note")
         return note if isinstance(note, str) else None
@@ -246,8 +265,9 @@ class BackupFolder:
         held_copy = self._exists(held_key)
         self._storage.delete(key)
         self._storage.delete(self._sidecar(key))
-        if not held_copy:  # mid-move, the held copy keeps the record
+        if not held_copy:  # mid-move, the held copy keeps its record and manifest
             self._storage.delete(self._record(filename))
+            self._storage.delete(self._manifest_key(filename))
 
     def hold(self, filename: str) -> None:
         """Move a backup out of the retention pool; idempotent and safe to re-run."""
