@@ -21,6 +21,7 @@ else is bad input or a permanent condition and fails at once.
     │   ├── ConfirmationMismatch    the typed workspace name is not the tenant's
     │   └── ConfirmationTimeout     nobody confirmed a paused restore in time
     ├── InvalidName                 a name that would become a path/key is refused
+    ├── CopyRefused                 a restore copy's database is not ours to (over)write
     ├── LeaseError                  the tenant's lease (one operation per tenant at a time)
     │   ├── LeaseTimeout            another operation held it for longer than the wait limit
     │   └── LeaseLost               taken over, or not renewed for a whole TTL, while held
@@ -107,6 +108,11 @@ class ConfirmationTimeout(TenantError):
 
 class InvalidName(DaaiBackupError):
     """A name that would become a path or object key is not acceptable."""
+
+
+class CopyRefused(DaaiBackupError):
+    """The database named for a restore copy exists and is not this tenant's copy to write
+    (another database, another tenant's copy, a copy that needs ``--replace``)."""
 
 
 class LeaseError(DaaiBackupError):

@@ -33,8 +33,10 @@ from typing import TYPE_CHECKING, BinaryIO, Literal, cast
 from daai_backup import policy
 from daai_backup.errors import (
     ArchiveCorrupt,
+    CopyRefused,
     DaaiBackupError,
     KeyMissing,
+    LeaseError,
     NotAnArchive,
     ObjectNotFound,
     QuotaExceeded,
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
     from daai_backup.format.dbk1 import ArchiveHeader
     from daai_backup.lease import Lease, LeaseInfo
     from daai_backup.mongo import CatalogChange, DumpResult
+    from daai_backup.mongo.copies import CopyInfo
 
 logger = logging.getLogger(__name__)
 
@@ -869,9 +872,221 @@ def delete_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> None:
         ctx.folder(tenant).delete(filename)
 
 
+# --- Restore copies: a backup loaded into a database of its own, for inspection ----------
+
+
+@dataclass(frozen=True)
+class CopyOutcome:
+    """What :func:`restore_copy` loaded."""
+
+    tenant_id: str
+    file: str
+    database: str
+    collections: int
+    documents: int
+    views: int
+    expires_at: datetime
+    duration_s: float
+
+
+def _check_copy_name(ctx: EngineContext, into: str) -> None:
+    from daai_backup.mongo.copies import check_copy_name
+
+    check_copy_name(
+        into,
+        control_database=ctx.settings.control_database,
+        tenant_databases=[t.database for t in ctx.registry.values()],
+    )
+
+
+def preflight_copy(
+    ctx: EngineContext,
+    tenant: Tenant,
+    filename: str,
+    into: str,
+    *,
+    actor: str | None,
+    replace: bool = False,
+) -> BackupEntry:
+    """Refuse a restore into a copy that must not start; the backup's entry.
+
+    In order: the actor's ``restore`` permission (a copy shows the tenant's data); the copy's
+    database name (:func:`daai_backup.mongo.copies.check_copy_name`: MongoDB's rules, its own
+    and the control database, every tenant's live database, case-insensitively); the file is
+    one of this tenant's backups, readable with the configured keys (a legacy backup needs
+    none: no safety backup is taken); and the target database is new, or this tenant's copy
+    and ``replace`` (:func:`daai_backup.mongo.copies.check_target`). Nothing is changed.
+    """
+    from daai_backup.mongo.copies import check_target
+
+    tenant.require(actor, "restore")
+    _check_copy_name(ctx, into)
+    entry = describe_backup(ctx, tenant, filename)
+    check_key_can_read(ctx, tenant, filename)
+    check_target(ctx.mongo_client, into, tenant=tenant.id, replace=replace)
+    return entry
+
+
+def restore_copy(
+    ctx: EngineContext,
+    tenant: Tenant,
+    filename: str,
+    into: str,
+    *,
+    actor: str | None,
+    replace: bool = False,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+    _fail_at: str | None = None,
+) -> CopyOutcome:
+    """Load one of the tenant's backups into the new database ``into``, for inspection.
+
+    The live database is never touched, so there is no safety backup and no confirmation;
+    the actor needs ``restore`` (:func:`preflight_copy` refuses first, in one line). The copy
+    is exactly the backup's state (collections, views, indexes, options, validators) plus
+    its marker (:mod:`daai_backup.mongo.copies`), and expires ``copy_ttl_days`` after
+    ``now``. Under the tenant's lease (retention cannot delete the backup mid-read; the
+    sweep can tell a killed load from a running one). A load that fails drops the whole
+    database; one that is killed leaves a marker saying ``loading``, listed as incomplete and
+    dropped by the next sweep. ``_fail_at`` is the restore's crash seam, for tests.
+    """
+    from daai_backup.mongo import copies, swap_staged
+    from daai_backup.mongo import stage_restore as _stage_restore
+
+    started = time.monotonic()
+    entry = preflight_copy(ctx, tenant, filename, into, actor=actor, replace=replace)
+    now = now or datetime.now(UTC)
+    expires_at = now + timedelta(days=ctx.settings.copy_ttl_days)
+    client = ctx.mongo_client
+    with ctx.exclusive(tenant, "copy", detail=f"{filename} into {into}") as lease:
+        run = copies.claim(
+            client,
+            into,
+            tenant=tenant.id,
+            file=filename,
+            actor=actor,
+            created_at=now,
+            expires_at=expires_at,
+            replace=replace,
+        )
+        try:
+            with ctx.folder(tenant).open(filename) as stored:
+                counted = CountingReader(
+                    stored,
+                    on_progress=(lambda done: progress(done, entry.size_bytes))
+                    if progress
+                    else None,
+                )
+                plain = open_plaintext(
+                    cast(BinaryIO, counted),
+                    ctx.settings.keyring,
+                    tenant.id,
+                    name=filename,
+                    encrypted=entry.encrypted,
+                )
+                staged = _stage_restore(client, into, open_gzip_reader(plain), _fail_at=_fail_at)
+            lease.check()
+            result = swap_staged(client, into, staged, _fail_at=_fail_at)
+            copies.complete(
+                client,
+                into,
+                run,
+                collections=len(result.collections),
+                documents=result.total_documents,
+            )
+        except Exception:
+            # Nothing of a failed load may pass for a copy. (A killed process cannot get
+            # here: its marker says "loading" and the sweep drops it.)
+            try:
+                copies.drop_copy(client, into, run=run)
+            except DaaiBackupError as exc:
+                logger.warning("failed copy %s of %s not dropped: %s", into, tenant.id, exc)
+            raise
+    return CopyOutcome(
+        tenant_id=tenant.id,
+        file=filename,
+        database=into,
+        collections=len(result.collections),
+        documents=result.total_documents,
+        views=len(result.views),
+        expires_at=expires_at,
+        duration_s=time.monotonic() - started,
+    )
+
+
+def _copy_skip(ctx: EngineContext) -> list[str]:
+    """Databases never read for a copy marker: the control database and tenant databases."""
+    return [ctx.settings.control_database, *(t.database for t in ctx.registry.values())]
+
+
+def list_copies(ctx: EngineContext, tenant: Tenant) -> list[CopyInfo]:
+    """The tenant's restore copies (only its own), by database name, incomplete ones too."""
+    from daai_backup.mongo.copies import find_copies
+
+    return [c for c in find_copies(ctx.mongo_client, skip=_copy_skip(ctx)) if c.tenant == tenant.id]
+
+
+def drop_copy(ctx: EngineContext, tenant: Tenant, into: str, *, actor: str | None) -> CopyInfo:
+    """Drop one of the tenant's copies before it expires (``restore`` permission); what it was.
+
+    Refuses a database that is not a copy of this tenant (a tenant's database, another
+    tenant's copy, any other database) without saying whose it is.
+    """
+    from daai_backup.mongo import copies
+
+    tenant.require(actor, "restore")
+    _check_copy_name(ctx, into)
+    with ctx.exclusive(tenant, "copy", detail=f"dropping {into}"):
+        info = copies.read_copy(ctx.mongo_client, into)
+        if info is None or info.tenant != tenant.id:
+            raise CopyRefused(
+                f"{into!r} is not a copy of tenant {tenant.id!r}: `daai-backup copies --tenant "
+                f"{tenant.id}` lists its copies (nothing changed)"
+            )
+        copies.drop_copy(ctx.mongo_client, into, run=info.run)
+    return info
+
+
+def drop_expired_copies(ctx: EngineContext, *, now: datetime | None = None) -> list[CopyInfo]:
+    """Drop every copy on the cluster that has expired or whose load was killed; the dropped.
+
+    Each under its tenant's lease, taken without waiting: a copy whose tenant is busy (a
+    backup, a copy being loaded) is left for the next sweep. Under the lease no load of that
+    tenant runs, so a marker still saying ``loading`` is a killed load's. The marker is read
+    again under the lease, and only that run's copy is dropped.
+    """
+    from daai_backup.lease import tenant_lease
+    from daai_backup.mongo import copies
+
+    moment = now or datetime.now(UTC)
+    client = ctx.mongo_client
+    dropped: list[CopyInfo] = []
+    for info in copies.find_copies(client, skip=_copy_skip(ctx)):
+        if info.ready and not info.expired(moment):
+            continue
+        try:
+            with tenant_lease(
+                client,
+                ctx.settings,
+                info.tenant,
+                "copy-expiry",
+                detail=info.database,
+                wait_seconds=0,
+            ):
+                again = copies.read_copy(client, info.database)
+                if again is None or (again.ready and not again.expired(moment)):
+                    continue
+                if copies.drop_copy(client, info.database, run=again.run):
+                    dropped.append(again)
+        except LeaseError as exc:
+            logger.info("copy %s left for the next sweep: %s", info.database, exc)
+    return dropped
+
+
 __all__ = [
     "BAD_FILE_ERRORS",
     "BackupOutcome",
+    "CopyOutcome",
     "EngineContext",
     "Progress",
     "RestoreOutcome",
@@ -884,18 +1099,23 @@ __all__ = [
     "delete_backup",
     "describe_backup",
     "discard_restore",
+    "drop_copy",
+    "drop_expired_copies",
     "estimate_backup_bytes",
     "finish_interrupted_restore",
     "fleet_view",
     "key_problem",
     "list_backups",
+    "list_copies",
     "load_context",
     "next_backup",
     "preflight_backup",
+    "preflight_copy",
     "preflight_restore",
     "quota_report",
     "read_backup_header",
     "remove_leftovers",
+    "restore_copy",
     "restore_tenant",
     "set_hold",
     "stage_restore",

@@ -78,6 +78,14 @@ class Settings(BaseSettings):
         description="scheduled backups start within this window after 01:00 tenant time",
     )
 
+    copy_ttl_days: float = Field(
+        default=3,
+        gt=0,
+        le=365,
+        description="days a restore copy (`restore --into`) lives before the retention sweep "
+        "drops it",
+    )
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
