@@ -18,7 +18,8 @@ The engine is grouped by concept, one subpackage each:
   (``verification``), quotas (``quota``);
 - ``policy``: the frequency table (the package itself), the pure retention plan
   (``retention``) and schedule times (``schedule_times``);
-- ``mongo``: the snapshot dump to a mongodump archive and the staged restore;
+- ``mongo``: the snapshot dump to a mongodump archive, the staged restore, and restore
+  copies (``copies``);
 - ``storage``: one interface, a local folder and S3;
 - beside them: ``streams`` (bounded pipes), ``lease`` (the tenant lease), ``fleet`` (the
   fleet view) and ``operations``, which composes them.
