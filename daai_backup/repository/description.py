@@ -26,12 +26,12 @@ DIGEST_SHOWN = 12
 
 
 def cluster_time_text(cluster_time: tuple[int, int] | None, tz: str) -> str:
-    """``1795741200.3 (2026-11-27 06:30:00 IST)``; "unknown" without one."""
+    """``Timestamp(1795741200, 3), 2026-11-27 06:30:00 IST``; "unknown" without one."""
     if cluster_time is None:
         return "unknown"
     t, i = cluster_time
     when = datetime.fromtimestamp(t, UTC).astimezone(zone(tz))
-    return f"{t}.{i} ({when:%Y-%m-%d %H:%M:%S %Z})"
+    return f"Timestamp({t}, {i}), {when:%Y-%m-%d %H:%M:%S %Z}"
 
 
 def header_rows(manifest: Manifest, tz: str) -> list[tuple[str, str]]:
