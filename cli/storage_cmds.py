@@ -1,17 +1,19 @@
-"""Commands about a tenant's stored backups: list, hold, release, usage.
+"""Commands about a tenant's stored backups: list, describe, hold, release, usage, import.
 
-The engine is imported inside the commands (see :mod:`cli.context`); ``hold`` and
-``release`` take the tenant's lease in MongoDB, so only they import pymongo.
+The engine is imported inside the commands (see :mod:`cli.context`); ``hold``, ``release``
+and ``import`` take the tenant's lease in MongoDB, so only they import pymongo (and
+``describe`` of a backup without a manifest yet, which builds and stores it).
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.app import app, console, err_console, guarded
+from cli.app import app, console, err_console, fail, guarded
 from cli.context import engine
 
 if TYPE_CHECKING:
@@ -113,3 +115,66 @@ def usage(tenant: TenantOption) -> None:
     report = quota_report(ctx, record)
     count = len(folder.entries())
     console.print(f"{tenant}: {report.describe()} in {count} backup(s) at {folder.url}")
+
+
+@app.command()
+@guarded
+def describe(
+    tenant: TenantOption,
+    file: FileOption,
+    as_json: Annotated[bool, typer.Option("--json", help="print the manifest as JSON")] = False,
+) -> None:
+    """What a backup holds, per collection, from its manifest (one small read)."""
+    from daai_backup.operations import manifest_of
+    from daai_backup.repository.description import render, to_json
+
+    ctx = engine()
+    try:
+        record = ctx.tenant(tenant)
+        manifest = manifest_of(ctx, record, file)
+    finally:
+        ctx.close()
+    tz = ctx.timezone(record)
+    if as_json:
+        typer.echo(json.dumps(to_json(manifest, tz), indent=2, ensure_ascii=False))
+        return
+    console.print(render(manifest, tz, title=f"{record.workspace_name}: {file}"))
+
+
+@app.command("import")
+@guarded
+def import_(
+    path: Annotated[Path, typer.Argument(metavar="FILE", help="a `mongodump --archive` file")],
+    tenant: TenantOption,
+    actor: Annotated[str, typer.Option(help="who asks (needs 'create')")],
+    note: Annotated[str | None, typer.Option(help="a short note shown in the list")] = None,
+) -> None:
+    """Add a mongodump archive (gzipped or not, any database name) to the tenant's backups."""
+    from daai_backup.operations import import_archive
+
+    ctx = engine()
+    try:
+        record = ctx.tenant(tenant)
+        try:
+            source = path.open("rb")
+        except OSError as exc:
+            raise fail(f"cannot read {path}: {exc.strerror or exc}") from None
+        with source:
+            done = import_archive(
+                ctx,
+                record,
+                source,
+                actor=actor,
+                note=note,
+                what=path.name,
+                size_hint=path.stat().st_size,
+            )
+    finally:
+        ctx.close()
+    m = done.manifest
+    console.print(
+        f"imported {path.name} (database {done.source_database or '-'}: "
+        f"{len(m.namespaces)} collections, {m.documents:,} documents) as",
+        highlight=False,
+    )
+    typer.echo(done.entry.file)

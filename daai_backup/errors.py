@@ -31,7 +31,8 @@ else is bad input or a permanent condition and fails at once.
     │   ├── WrongKey                no configured key has the archive's fingerprint
     │   ├── WrongTenant             the archive belongs to another tenant
     │   └── ArchiveCorrupt          truncated, tampered, reordered or failed a CRC
-    │       └── NameMismatch        its header names another file: renamed or copied
+    │       ├── NameMismatch        its header names another file: renamed or copied
+    │       └── ManifestMismatch    its manifest is unreadable as its own, or disagrees with it
     ├── StorageError
     │   ├── ObjectNotFound          no such backup in the tenant's folder
     │   ├── QuotaExceeded           the backup would not fit in the tenant's quota
@@ -156,6 +157,14 @@ class NameMismatch(ArchiveCorrupt):
 
     A subclass of ArchiveCorrupt because the file is not what it claims to be: verify marks
     it bad and restore refuses it, whatever its bytes would decrypt to.
+    """
+
+
+class ManifestMismatch(ArchiveCorrupt):
+    """A backup's manifest cannot be read as its own, or disagrees with what the backup holds.
+
+    A subclass of ArchiveCorrupt: the backup and its manifest do not belong together (one of
+    them was altered, replaced or swapped), so verify marks the backup bad.
     """
 
 

@@ -60,7 +60,7 @@ def take_backup(
                     0.0, description=f"{label} backup of {tenant.id}: bytes written"
                 ),
             )
-            outcome = backup_tenant(ctx, tenant, label, note, expected, progress)
+            outcome = backup_tenant(ctx, tenant, label, note, expected, progress, actor)
         published = False
         if label != policy.PRE_RESTORE:
             # Not for a safety backup: retention could delete the very file being restored.
@@ -106,6 +106,10 @@ def backup(
         if label == policy.PRE_RESTORE:
             raise InvalidName(
                 "pre-restore backups are taken by the restore flow; use 'manual' or a schedule"
+            )
+        if label == policy.IMPORTED:
+            raise InvalidName(
+                "imported backups come from `daai-backup import`; use 'manual' or a schedule"
             )
         try:
             return take_backup(ctx, who, label, actor=actor, note=note)

@@ -17,7 +17,7 @@ from daai_backup.errors import (
 )
 from flows.common import engine
 from flows.refusals import one_line_refusals
-from tasks.catalog import describe_backup, list_backups
+from tasks.catalog import describe_backup, list_backups, publish_description
 from tasks.verify import verify_backup
 
 
@@ -25,6 +25,9 @@ from tasks.verify import verify_backup
 @flow(name="verify", flow_run_name="verify-{tenant}", persist_result=False)
 def verify(tenant: str, file: str | None = None) -> dict[str, Any]:
     """Verify one backup of the tenant, or all of them; each result is recorded beside it.
+
+    Each backup's manifest is checked against it too (built when missing); what the newest
+    good one holds is published as the markdown artifact ``contents-<tenant>``.
 
     A file that fails a check is reported BAD. A file the configured keys cannot read is
     not bad: it is reported as such, naming the key it needs, and nothing is recorded.
@@ -68,6 +71,13 @@ def verify(tenant: str, file: str | None = None) -> dict[str, Any]:
         create_table_artifact(
             rows, key=f"verify-{who.id}", description=f"Verification of {who.id}'s backups"
         )
+        if good:
+            # What the newest good backup holds (from its manifest, checked just now): the
+            # artifact people open to pick a snapshot. A failure here fails no verification.
+            try:
+                publish_description(ctx, who, good[0])
+            except DaaiBackupError as exc:
+                logger.warning("tenant %s: contents of %s not published: %s", who.id, good[0], exc)
     problems: list[str] = []
     if bad:
         problems.append(

@@ -65,8 +65,9 @@ def backup_tenant(
     note: str | None,
     expected_bytes: int,
     progress_artifact: UUID | None = None,
+    actor: str | None = None,
 ) -> BackupOutcome:
-    """Take one full backup of the tenant's database into its folder (under its lease)."""
+    """Take one full backup of the tenant's database and its manifest (under its lease)."""
     logger = get_run_logger()
     last = [0.0]
 
@@ -82,6 +83,7 @@ def backup_tenant(
         ctx,
         tenant,
         label,
+        actor=actor,
         note=note,
         progress=progress,
         expected_bytes=expected_bytes,

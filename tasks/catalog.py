@@ -104,3 +104,29 @@ def remove_leftovers(ctx: EngineContext, tenant: Tenant) -> int:
             human_size(freed),
         )
     return freed
+
+
+DESCRIPTION_KEY = "contents-{tenant}"
+"""Key of the markdown artifact saying what a tenant's (newest verified) backup holds."""
+
+
+@task(
+    name="describe-contents",
+    task_run_name="describe-contents-{tenant.id}",
+    timeout_seconds=LIST_TIMEOUT_SECONDS,
+    retry_condition_fn=retry_if_transient,
+    **DATA_TASK,
+)
+def publish_description(ctx: EngineContext, tenant: Tenant, filename: str) -> None:
+    """Publish what one backup holds, from its manifest, as the tenant's contents artifact."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from daai_backup.repository.description import to_markdown
+
+    manifest = operations.manifest_of(ctx, tenant, filename)
+    create_markdown_artifact(
+        to_markdown(manifest, ctx.timezone(tenant), f"What {filename} holds"),
+        key=DESCRIPTION_KEY.format(tenant=tenant.id),
+        description=f"{tenant.id}: what {filename} holds ({manifest.documents:,} documents)",
+    )
+    get_run_logger().info("tenant %s: published what %s holds", tenant.id, filename)

@@ -21,6 +21,7 @@ def test_labels_come_from_the_frequency_table() -> None:
     assert tuple(FREQUENCIES) == FREQUENCY_LABELS
     assert set(FREQUENCY_LABELS) == {
         "monthly", "15-day", "7-day", "3-day", "24-hour", "daily", "manual", "pre-restore",
+        "imported",
     }  # fmt: skip
 
 

@@ -36,6 +36,7 @@ from daai_backup.operations import (
     describe_backup,
     finish_interrupted_restore,
     list_backups,
+    manifest_of,
     preflight_backup,
     preflight_restore,
     quota_report,
@@ -119,17 +120,16 @@ def test_backup_verify_restore_round_trip(
 
     [entry] = list_backups(ctx, tenant)
     assert entry.file == outcome.entry.file
-    assert entry.note == "before payroll run"
     assert entry.encrypted
     assert entry.size_bytes > 0
     # the object lives in the tenant's own db-backups folder
     stored = Path(local_storage_url.removeprefix("file://")) / "acme" / "db-backups" / entry.file
     assert stored.is_file()
 
-    details = ctx.folder(tenant).details(entry.file)
-    assert details["consistency"] == outcome.consistency == "snapshot"
-    assert details["documents"] == 80
-    assert details["note"] == "before payroll run"
+    manifest = manifest_of(ctx, tenant, entry.file)  # the note and facts live in it
+    assert manifest.consistency == outcome.consistency == "snapshot"
+    assert manifest.documents == 80
+    assert manifest.note == "before payroll run"
 
     verified = verify_backup(ctx, tenant, entry.file)
     assert verified.documents == 80
@@ -565,6 +565,6 @@ def test_a_best_effort_backup_records_the_catalog_changes_it_saw(
     assert outcome.consistency == "best-effort"
     assert outcome.catalog_changes == ["report1: new"]
     assert [e.file for e in list_backups(ctx, tenant)] == [outcome.entry.file]
-    details = ctx.folder(tenant).details(outcome.entry.file)
-    assert details["consistency"] == "best-effort"
-    assert details["catalog_changes"] == ["report1: new"]
+    manifest = manifest_of(ctx, tenant, outcome.entry.file)
+    assert manifest.consistency == "best-effort"
+    assert manifest.catalog_changes == ("report1: new",)

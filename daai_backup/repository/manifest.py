@@ -29,6 +29,14 @@ Schema version 1 (``schema``), every key always present::
 
 ``options_digest`` is the SHA-256 (hex) of the namespace's options as canonical relaxed
 Extended JSON (keys sorted, no spaces), so two backups' options compare without storing them.
+``kind`` is "timeseries" also for a collection listed as a plain collection with
+``timeseries`` options (SecantusDB lists them so). ``indexes`` are the index names in the
+archive's order. ``cluster_time`` is the ``atClusterTime`` the dump's snapshot session read
+at (null for a best-effort dump, a rebuilt manifest and an import). ``consistency`` is
+"snapshot", "best-effort", or "unknown" (an import; a rebuilt manifest without a side file
+saying). ``source`` "archive" covers both a manifest rebuilt from an older backup and one of an
+imported archive (label ``imported``). Both sources give the same namespace facts for the
+same archive (``repository.archive_facts``): that is what ``verify`` compares.
 ``crc64`` is the signed CRC-64/XZ the archive's EOF block holds for the namespace (0 for a
 view). ``plain_bytes`` is the size of the uncompressed mongodump archive, ``data_bytes`` the
 BSON bytes of its documents, ``stored_bytes`` the size of the backup object.

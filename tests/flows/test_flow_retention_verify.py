@@ -110,6 +110,10 @@ def test_verify_names_the_bad_file_and_fails(
     storage.put_stream(key, io.BytesIO(bytes(data)))
 
     assert verify(tenant=tid, file=good)["good"] == [good]
+    contents = artifact(f"contents-{tid}")  # what the good backup holds, from its manifest
+    assert contents is not None
+    assert f"What {good} holds" in str(contents.data)
+    assert "| people | collection | 30 |" in str(contents.data)
     state = verify(tenant=tid, return_state=True)
     assert state.is_failed()
     message = state.message or ""
