@@ -21,6 +21,7 @@ else is bad input or a permanent condition and fails at once.
     │   ├── ConfirmationMismatch    the typed workspace name is not the tenant's
     │   └── ConfirmationTimeout     nobody confirmed a paused restore in time
     ├── InvalidName                 a name that would become a path/key is refused
+    ├── QueryError                  a diff/find query is malformed or names nothing there
     ├── LeaseError                  the tenant's lease (one operation per tenant at a time)
     │   ├── LeaseTimeout            another operation held it for longer than the wait limit
     │   └── LeaseLost               taken over, or not renewed for a whole TTL, while held
@@ -107,6 +108,11 @@ class ConfirmationTimeout(TenantError):
 
 class InvalidName(DaaiBackupError):
     """A name that would become a path or object key is not acceptable."""
+
+
+class QueryError(DaaiBackupError):
+    """A query into backups (``find --where``, a collection) is malformed or names nothing
+    that any snapshot read has."""
 
 
 class LeaseError(DaaiBackupError):
