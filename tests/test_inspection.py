@@ -203,6 +203,18 @@ def test_diff_is_exact_when_archives_interleave_or_differ_in_order():
     # x: 50..59 added, 0..4 removed, 10,20,30,40 changed (0 is removed)
     assert got == {"x": (10, 5, 4), "y": (1, 0, 0)}
     assert {c.name: c.added_ids for c in result.collections}["y"] == [f"{30:024x}"]
+    assert result.peak_entries <= 50 + 31  # out of order: up to every document of one side
+
+
+def test_diff_holds_one_collection_at_a_time_when_orders_agree():
+    docs = {"a": [{"_id": i} for i in range(30)], "b": [{"_id": i} for i in range(50)]}
+    order = [("a", 0, 30), ("b", 0, 25), ("b", 25, 50)]
+    one, two = _archive(docs, order), _archive(docs, order)
+    result = diff_snapshots(
+        ArchiveSnapshot(io.BytesIO(one), "1"), ArchiveSnapshot(io.BytesIO(two), "2")
+    )
+    assert result.identical
+    assert result.peak_entries == 50  # the largest collection, not 80 (all) nor 100 (both sides)
 
 
 def test_raw_id_is_found_anywhere_and_shown_as_typed():

@@ -132,6 +132,8 @@ class SnapshotDiff:
     a: str
     b: str
     collections: list[CollectionDiff]
+    peak_entries: int = 0
+    """The most ``_id`` map entries held at once (the memory bound, in documents)."""
 
     def to_frame(self) -> pd.DataFrame:
         """One row per collection (:data:`COLUMNS`), by name."""
@@ -249,6 +251,7 @@ class _Diff:
         self.namespaces: dict[str, _Namespace] = {}
         self.iterators: tuple[Iterator[Event], Iterator[Event]] = (a.events(), b.events())
         self.finished = [False, False]
+        self.peak_entries = 0
 
     def namespace(self, name: str) -> _Namespace:
         ns = self.namespaces.get(name)
@@ -318,6 +321,9 @@ class _Diff:
         ns = self.namespace(name)
         self._mode(ns, side)
         ns.done[side] = True
+        # Maps only grow while built, so the peak is reached at the end of a collection.
+        held = sum(len(m) for n in self.namespaces.values() for m in n.maps if m is not None)
+        self.peak_entries = max(self.peak_entries, held)
         if ns.done[1 - side] or name not in self.sides[1 - side].collections:
             self._settle(ns)
 
@@ -375,7 +381,7 @@ class _Diff:
                 r.indexes = index_changes(meta_a.indexes, meta_b.indexes)
                 r.options = option_changes(meta_a.options, meta_b.options)
             out.append(r)
-        return SnapshotDiff(a=a.label, b=b.label, collections=out)
+        return SnapshotDiff(a=a.label, b=b.label, collections=out, peak_entries=self.peak_entries)
 
 
 def diff_snapshots(a: Snapshot, b: Snapshot, *, show: int = 0) -> SnapshotDiff:
