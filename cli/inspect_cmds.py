@@ -28,12 +28,20 @@ ActorOption = Annotated[
 ]
 
 
-def frame_table(frame: pd.DataFrame, title: str | None = None) -> Table:
-    """A DataFrame as a rich table (numbers right-aligned)."""
+def frame_table(
+    frame: pd.DataFrame, title: str | None = None, *, whole: tuple[str, ...] = ()
+) -> Table:
+    """A DataFrame as a rich table (numbers right-aligned; ``whole`` columns never wrap, so
+    a file name can be copied from them)."""
     table = Table(title=title, title_justify="left")
     for column in frame.columns:
         numeric = frame[column].dtype.kind in "iuf"
-        table.add_column(str(column), justify="right" if numeric else "left", overflow="fold")
+        table.add_column(
+            str(column),
+            justify="right" if numeric else "left",
+            overflow="fold",
+            no_wrap=column in whole,
+        )
     for row in frame.itertuples(index=False):
         table.add_row(
             *(f"{v:,}" if isinstance(v, int) else escape(str(v)) for v in row),
@@ -187,7 +195,10 @@ def find(
             f"no document of {collection!r} matches {result.query} in the {result.snapshots} "
             "snapshot(s) read"
         )
-    console.print(frame_table(result.to_frame(tz), title=f"{collection}: {result.query}"))
+    table = frame_table(
+        result.to_frame(tz), title=f"{collection}: {result.query}", whole=("Snapshot",)
+    )
+    console.print(table)
     if result.truncated:
         console.print(
             "more documents match than are followed: narrow the query with another --where",

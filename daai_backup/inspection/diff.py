@@ -21,8 +21,9 @@ one read batch. For what daai-backup writes (one collection after another, in na
 and for the live database (read in the other side's order) that is the documents of one
 collection: memory grows with the largest collection's document count, not with its bytes
 nor with the database's size. For a ``mongodump`` archive that interleaves collections, or
-two archives whose collection orders differ, it is at most the documents of the
-collections interleaved or out of order (at worst every document of one side).
+two archives whose collection orders differ, both sides may hold maps at once: the
+documents of the collections interleaved or out of order, on each side (at worst every
+document of both snapshots). ``SnapshotDiff.peak_entries`` reports the peak reached.
 
 Changed means different bytes: a document rewritten with the same values in another field
 order, or a number stored as another BSON type, counts as changed. Index versions (``v``)
