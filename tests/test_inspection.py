@@ -386,3 +386,25 @@ def test_refusals_are_one_line_and_read_nothing_else(
     data = stored.read_bytes()
     stored.write_bytes(data[: len(data) // 2])
     refused(ArchiveCorrupt, mine, lambda: diff_backups(ctx, acme, mine, "live", actor="ops"))
+
+
+def test_a_legacy_plaintext_backup_diffs_like_an_encrypted_one(
+    mongo_client, mongo_uri, mongo_db_name, local_storage_url
+):
+    from daai_backup.format.dbk1 import open_plaintext
+    from daai_backup.repository.names import BackupName
+
+    mongo_client[mongo_db_name].items.insert_many([{"_id": i} for i in range(20)])
+    ctx = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name})
+    tenant = ctx.tenant("acme")
+    encrypted = _backup(ctx, "acme", 0)
+    folder = ctx.folder(tenant)
+    with folder.open(encrypted) as stored:
+        plain = open_plaintext(stored, ctx.settings.keyring, "acme", name=encrypted).read()
+    legacy = BackupName("manual", T0 - timedelta(days=1), "0123abcd", encrypted=False)
+    folder.write(legacy, io.BytesIO(plain))
+    mongo_client[mongo_db_name].items.delete_one({"_id": 3})
+
+    result = diff_backups(ctx, tenant, legacy.filename, "live", actor="ops", show=1)
+    assert [(c.name, c.removed, c.removed_ids) for c in result.collections] == [("items", 1, ["3"])]
+    assert diff_backups(ctx, tenant, legacy.filename, encrypted, actor="ops").identical
