@@ -22,6 +22,7 @@ else is bad input or a permanent condition and fails at once.
     │   └── ConfirmationTimeout     nobody confirmed a paused restore in time
     ├── InvalidName                 a name that would become a path/key is refused
     ├── CopyRefused                 a restore copy's database is not ours to (over)write
+    ├── QueryError                  a diff/find query is malformed or names nothing there
     ├── LeaseError                  the tenant's lease (one operation per tenant at a time)
     │   ├── LeaseTimeout            another operation held it for longer than the wait limit
     │   └── LeaseLost               taken over, or not renewed for a whole TTL, while held
@@ -114,6 +115,11 @@ class InvalidName(DaaiBackupError):
 class CopyRefused(DaaiBackupError):
     """The database named for a restore copy exists and is not this tenant's copy to write
     (another database, another tenant's copy, a copy that needs ``--replace``)."""
+
+
+class QueryError(DaaiBackupError):
+    """A query into backups (``find --where``, a collection) is malformed or names nothing
+    that any snapshot read has."""
 
 
 class LeaseError(DaaiBackupError):

@@ -12,6 +12,7 @@ deployment                  parameters                              schedule
 ``retention-sweep/...``     none                                    daily, 04:00 default tz
 ``sync-schedules/...``      ``{work_pool}``                         hourly
 ``fleet/fleet``             none                                    every 15 minutes
+``diff/diff``               given per run (tenant, a, b, actor...)  none
 ==========================  ======================================  ==========================
 
 One backup deployment per tenant keeps "Backup Now", the run history and pausing per tenant
@@ -59,7 +60,8 @@ BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY, FLEET = (
     "verify",
     "fleet",
 )
-ROLES: Final = (BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY, FLEET)
+DIFF: Final = "diff"
+ROLES: Final = (BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY, FLEET, DIFF)
 
 FLOW_OBJECTS: Final[dict[str, str]] = {
     BACKUP: "flows.backup:backup",
@@ -69,6 +71,7 @@ FLOW_OBJECTS: Final[dict[str, str]] = {
     SYNC: "flows.sync:sync_schedules",
     VERIFY: "flows.verify:verify",
     FLEET: "flows.fleet:fleet",
+    DIFF: "flows.inspect:diff",
 }
 """Where each role's flow object lives (``module:attribute``)."""
 
@@ -145,8 +148,8 @@ def tenant_spec(tenant: Tenant, *, settings: Settings, now: datetime) -> Deploym
 
 
 def operation_specs(settings: Settings, *, work_pool: str | None) -> list[DeploymentSpec]:
-    """The tenant-independent deployments: restore, retention, verify, the sweep, the sync
-    and the fleet view."""
+    """The tenant-independent deployments: restore, retention, verify, the sweep, the sync,
+    the fleet view and the diff."""
     return [
         DeploymentSpec(
             role=RESTORE,
@@ -206,6 +209,17 @@ def operation_specs(settings: Settings, *, work_pool: str | None) -> list[Deploy
                 "Every tenant's state (ok, overdue, failing, suspended, no key, waiting for "
                 "first backup) as the 'fleet' table; posts tenants that become overdue or failing."
             ),
+        ),
+        DeploymentSpec(
+            role=DIFF,
+            name=DIFF,
+            tags=(MANAGED_TAG, "operation:diff"),
+            description=(
+                "What differs between two backups of a tenant (b: another backup, or live): "
+                "documents added, removed, changed per collection, indexes and options. "
+                "Read only; the actor needs the restore permission."
+            ),
+            required=("actor",),
         ),
     ]
 

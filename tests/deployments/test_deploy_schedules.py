@@ -219,7 +219,10 @@ def test_operation_deployments(settings: Settings) -> None:
         "sync-schedules",
         "verify",
         "fleet",
+        "diff",
     }
+    assert specs["diff"].schedules == ()
+    assert specs["diff"].required == ("actor",)
     assert specs["restore"].schedules == ()
     assert specs["retention"].schedules == ()
     sweep = specs["retention-sweep"].schedules[0]
