@@ -51,7 +51,7 @@ from daai_backup.format.dbk1 import (
 )
 from daai_backup.policy.schedule_times import next_backup_time
 from daai_backup.repository.catalog import BackupEntry
-from daai_backup.repository.folder import BackupFolder, folder_for_tenant
+from daai_backup.repository.folder import BackupFolder, FolderListing, folder_for_tenant
 from daai_backup.repository.names import BackupName, new_backup_name, validate_note
 from daai_backup.repository.quota import MB, QuotaReport, check_quota
 from daai_backup.repository.verification import VerificationRecord
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 
     from daai_backup.fleet import FleetView, LastRun, TenantFacts
     from daai_backup.format.dbk1 import ArchiveHeader
+    from daai_backup.format.keys import Keyring
     from daai_backup.lease import Lease, LeaseInfo
     from daai_backup.mongo import CatalogChange, DumpResult
 
@@ -99,11 +100,16 @@ class EngineContext:
         """
         folder = self._folders.get(tenant.id)
         if folder is None:
+            try:
+                keyring: Keyring | None = self.settings.keyring
+            except DaaiBackupError:  # a malformed key: list from names; backups say why
+                keyring = None
             folder = self._folders[tenant.id] = folder_for_tenant(
                 tenant.id,
                 tenant.storage_url,
                 self.settings.storage_url,
                 s3_endpoint_url=self.settings.s3_endpoint_url,
+                keyring=keyring,
             )
         return folder
 
@@ -412,16 +418,26 @@ def list_backups(ctx: EngineContext, tenant: Tenant) -> list[BackupEntry]:
     return ctx.folder(tenant).entries()
 
 
+def folder_listing(ctx: EngineContext, tenant: Tenant) -> FolderListing:
+    """The tenant's backups and what else is in its folder (strays, backups without a
+    manifest), from one storage listing plus the listing index (see ``BackupFolder.listing``)."""
+    return ctx.folder(tenant).listing()
+
+
 def describe_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> BackupEntry:
-    """The entry of ``filename`` if it is one of this tenant's backups; refuse anything else."""
+    """The entry of ``filename`` if it is one of this tenant's backups; refuse anything else.
+
+    One HEAD request, never a listing: the entry carries name, size and encryption (its note
+    and hold are in :func:`list_backups`).
+    """
     BackupName.parse(filename)  # refuses paths, traversal and odd names with InvalidName
-    for entry in ctx.folder(tenant).entries():
-        if entry.file == filename:
-            return entry
-    raise ObjectNotFound(
-        f"{filename!r} is not a backup of tenant {tenant.id!r}: pick a file from "
-        f"`daai-backup list --tenant {tenant.id}`"
-    )
+    try:
+        return ctx.folder(tenant).lookup(filename)
+    except ObjectNotFound:
+        raise ObjectNotFound(
+            f"{filename!r} is not a backup of tenant {tenant.id!r}: pick a file from "
+            f"`daai-backup list --tenant {tenant.id}`"
+        ) from None
 
 
 def read_backup_header(ctx: EngineContext, tenant: Tenant, filename: str) -> ArchiveHeader | None:
@@ -694,20 +710,15 @@ def verification_status(
     good_for: timedelta | None = None,
     now: datetime | None = None,
 ) -> VerificationStatus:
-    """The verification records of ``entries``.
+    """The verification records of ``entries`` (as the listing gave them: no request).
 
     A record only counts while the backup's size is still the size that was verified (a file
     replaced since is not known anything). With ``good_for``, a good result older than that
     no longer counts as good (storage can rot in place without changing a file's size); a
     bad result always counts.
     """
-    sizes = {e.file: e.size_bytes for e in entries}
     moment = now or datetime.now(UTC)
-    records = {
-        name: r
-        for name, r in ctx.folder(tenant).verifications().items()
-        if sizes.get(name) == r.size_bytes
-    }
+    records = {e.file: r for e in entries if (r := e.verification) is not None}
     return VerificationStatus(
         good=frozenset(
             n
