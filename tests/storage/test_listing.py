@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -83,12 +82,12 @@ class Requests:
 
 
 @pytest.fixture
-def s3_folder(s3_endpoint: str, s3_bucket: str) -> Iterator[tuple[BackupFolder, Requests]]:
+def s3_folder(s3_endpoint: str, s3_bucket: str) -> tuple[BackupFolder, Requests]:
     folder = folder_for_tenant(
         "acme", None, f"s3://{s3_bucket}/t", s3_endpoint_url=s3_endpoint, keyring=KEYRING
     )
     assert isinstance(folder.storage, S3Storage)
-    yield folder, Requests(folder.storage)
+    return folder, Requests(folder.storage)
 
 
 def test_listing_on_s3_is_one_list_and_one_get_whatever_the_number_of_backups(
