@@ -767,12 +767,13 @@ def key_problem(ctx: EngineContext) -> str | None:
 
 
 def tenant_facts(ctx: EngineContext, tenant: Tenant) -> TenantFacts:
-    """What storage says about one tenant for the fleet view: one listing, the verification
-    records and the bytes used (read errors are kept, not raised)."""
+    """What storage says about one tenant for the fleet view: one listing (verification
+    results and strays included) and the bytes used (read errors are kept, not raised)."""
     from daai_backup.fleet import TenantFacts
 
     try:
-        entries = list_backups(ctx, tenant)
+        listing = folder_listing(ctx, tenant)
+        entries = listing.entries
         status = verification_status(ctx, tenant, entries)
         safety = sum(e.size_bytes for e in entries if e.frequency == policy.PRE_RESTORE)
         used = ctx.folder(tenant).usage_bytes()
@@ -781,7 +782,12 @@ def tenant_facts(ctx: EngineContext, tenant: Tenant) -> TenantFacts:
     usage = QuotaReport.from_quota_mb(
         max(0, used - safety), tenant.storage_quota_mb, outside_quota_bytes=safety
     )
-    return TenantFacts(entries=tuple(entries), known_bad=status.bad, usage=usage)
+    return TenantFacts(
+        entries=tuple(entries),
+        known_bad=status.bad,
+        usage=usage,
+        strays=tuple(s.describe() for s in listing.strays),
+    )
 
 
 def fleet_view(
@@ -898,6 +904,7 @@ __all__ = [
     "estimate_backup_bytes",
     "finish_interrupted_restore",
     "fleet_view",
+    "folder_listing",
     "key_problem",
     "list_backups",
     "load_context",
