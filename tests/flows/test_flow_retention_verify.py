@@ -145,7 +145,7 @@ def test_prune_never_deletes_the_good_backup_behind_a_corrupt_newest(
     result = retention(tenant=tid)
     assert result["deleted"] == []
     assert set(files_of(flow_env, tid)) == {good, corrupt}
-    records = ctx.folder(tenant).verifications()
+    records = ctx.folder(tenant).verifications(with_errors=True)
     assert records[corrupt].ok is False
     assert "damaged" in (records[corrupt].error or "")
     assert records[good].ok is True  # read whole by retention before it relied on it
