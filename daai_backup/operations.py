@@ -855,9 +855,9 @@ def set_hold(
 ) -> None:
     """Hold (pin) or release one of the tenant's backups, holding the tenant's lease.
 
-    A hold moves the file out of the retention pool in several steps; under the lease no
-    retention or backup of the tenant runs meanwhile (one could otherwise delete the file
-    between the copy and the delete of the move).
+    A hold is a marker beside the backup (one write; a backup held the legacy way, in
+    ``held/``, is moved back in several steps); under the lease no retention or backup of
+    the tenant runs meanwhile (one could otherwise delete the file between two steps).
     """
     from daai_backup.lease import tenant_lease
 
