@@ -17,7 +17,10 @@ from cli.app import app, console, err_console, fail, guarded
 from cli.context import engine
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from daai_backup.lease import LeaseInfo
+    from daai_backup.repository.folder import FolderListing
 
 TenantOption = Annotated[str, typer.Option("--tenant", "-t", help="the tenant id")]
 FileOption = Annotated[str, typer.Option("--file", "-f", help="a backup file name from `list`")]
@@ -29,8 +32,12 @@ def list_(
     tenant: TenantOption,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """The tenant's backups, newest first, times in the tenant's time zone."""
-    from daai_backup.operations import list_backups, next_backup
+    """The tenant's backups, newest first, times in the tenant's time zone.
+
+    Files in the folder that are not backups are reported under the table (on stderr with
+    --json), never silently skipped.
+    """
+    from daai_backup.operations import folder_listing, next_backup
     from daai_backup.repository.catalog import (
         TABLE_MIN_WIDTH,
         render_lines,
@@ -40,10 +47,12 @@ def list_(
 
     ctx = engine()
     record = ctx.tenant(tenant)
-    entries = list_backups(ctx, record)
+    listing = folder_listing(ctx, record)
+    entries = listing.entries
     tz = ctx.timezone(record)
     if as_json:
         typer.echo(json.dumps(to_json_records(entries, tz), indent=2, ensure_ascii=False))
+        _folder_notes(listing, tenant, err_console)
         return
     if not entries:
         if record.subscription == "suspended":
@@ -59,14 +68,34 @@ def list_(
             "takes one now.",
             highlight=False,
         )
+        _folder_notes(listing, tenant, console)
         return
     title = f"Backups of {record.workspace_name}"
     if console.width >= TABLE_MIN_WIDTH:
         console.print(render_table(entries, tz, title=title))
-        return
-    console.print(title, highlight=False)
-    for line in render_lines(entries, tz):
-        console.print(line, highlight=False)
+    else:
+        console.print(title, highlight=False)
+        for line in render_lines(entries, tz):
+            console.print(line, highlight=False)
+    _folder_notes(listing, tenant, console)
+
+
+def _folder_notes(listing: FolderListing, tenant: str, out: Console) -> None:
+    """The lines under the list: what is in the folder that is not a backup, missing notes."""
+    if listing.notes_need_key:
+        out.print(
+            "Notes are not shown: they are encrypted with the tenant's key; set "
+            "BACKUP_ENCRYPTION_KEY to see them.",
+            highlight=False,
+        )
+    if listing.strays:
+        names = ", ".join(s.name for s in listing.strays[:5])
+        more = f" and {len(listing.strays) - 5} more" if len(listing.strays) > 5 else ""
+        out.print(
+            f"⚠️  {len(listing.strays)} file(s) in db-backups are not backups: {names}{more}. "
+            f"`daai-backup doctor --tenant {tenant}` says what each is and what to do.",
+            highlight=False,
+        )
 
 
 def _pin(tenant: str, file: str, held: bool) -> None:

@@ -54,7 +54,7 @@ from daai_backup.format.dbk1 import (
 )
 from daai_backup.policy.schedule_times import next_backup_time
 from daai_backup.repository.catalog import BackupEntry
-from daai_backup.repository.folder import BackupFolder, folder_for_tenant
+from daai_backup.repository.folder import BackupFolder, FolderListing, folder_for_tenant
 from daai_backup.repository.manifest import Manifest, manifest_name, seal, unseal
 from daai_backup.repository.names import BackupName, new_backup_name, validate_note
 from daai_backup.repository.quota import MB, QuotaReport, check_quota
@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 
     from daai_backup.fleet import FleetView, LastRun, TenantFacts
     from daai_backup.format.dbk1 import ArchiveHeader
+    from daai_backup.format.keys import Keyring
     from daai_backup.lease import Lease, LeaseInfo
     from daai_backup.mongo import CatalogChange, DumpResult
     from daai_backup.mongo.copies import CopyInfo
@@ -105,11 +106,16 @@ class EngineContext:
         """
         folder = self._folders.get(tenant.id)
         if folder is None:
+            try:
+                keyring: Keyring | None = self.settings.keyring
+            except DaaiBackupError:  # a malformed key: list from names; backups say why
+                keyring = None
             folder = self._folders[tenant.id] = folder_for_tenant(
                 tenant.id,
                 tenant.storage_url,
                 self.settings.storage_url,
                 s3_endpoint_url=self.settings.s3_endpoint_url,
+                keyring=keyring,
             )
         return folder
 
@@ -561,16 +567,26 @@ def list_backups(ctx: EngineContext, tenant: Tenant) -> list[BackupEntry]:
     return ctx.folder(tenant).entries()
 
 
+def folder_listing(ctx: EngineContext, tenant: Tenant) -> FolderListing:
+    """The tenant's backups and what else is in its folder (strays, backups without a
+    manifest), from one storage listing plus the listing index (see ``BackupFolder.listing``)."""
+    return ctx.folder(tenant).listing()
+
+
 def describe_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> BackupEntry:
-    """The entry of ``filename`` if it is one of this tenant's backups; refuse anything else."""
+    """The entry of ``filename`` if it is one of this tenant's backups; refuse anything else.
+
+    One HEAD request, never a listing: the entry carries name, size and encryption (its note
+    and hold are in :func:`list_backups`).
+    """
     BackupName.parse(filename)  # refuses paths, traversal and odd names with InvalidName
-    for entry in ctx.folder(tenant).entries():
-        if entry.file == filename:
-            return entry
-    raise ObjectNotFound(
-        f"{filename!r} is not a backup of tenant {tenant.id!r}: pick a file from "
-        f"`daai-backup list --tenant {tenant.id}`"
-    )
+    try:
+        return ctx.folder(tenant).lookup(filename)
+    except ObjectNotFound:
+        raise ObjectNotFound(
+            f"{filename!r} is not a backup of tenant {tenant.id!r}: pick a file from "
+            f"`daai-backup list --tenant {tenant.id}`"
+        ) from None
 
 
 def read_backup_header(ctx: EngineContext, tenant: Tenant, filename: str) -> ArchiveHeader | None:
@@ -1000,20 +1016,15 @@ def verification_status(
     good_for: timedelta | None = None,
     now: datetime | None = None,
 ) -> VerificationStatus:
-    """The verification records of ``entries``.
+    """The verification records of ``entries`` (as the listing gave them: no request).
 
     A record only counts while the backup's size is still the size that was verified (a file
     replaced since is not known anything). With ``good_for``, a good result older than that
     no longer counts as good (storage can rot in place without changing a file's size); a
     bad result always counts.
     """
-    sizes = {e.file: e.size_bytes for e in entries}
     moment = now or datetime.now(UTC)
-    records = {
-        name: r
-        for name, r in ctx.folder(tenant).verifications().items()
-        if sizes.get(name) == r.size_bytes
-    }
+    records = {e.file: r for e in entries if (r := e.verification) is not None}
     return VerificationStatus(
         good=frozenset(
             n
@@ -1062,12 +1073,13 @@ def key_problem(ctx: EngineContext) -> str | None:
 
 
 def tenant_facts(ctx: EngineContext, tenant: Tenant) -> TenantFacts:
-    """What storage says about one tenant for the fleet view: one listing, the verification
-    records and the bytes used (read errors are kept, not raised)."""
+    """What storage says about one tenant for the fleet view: one listing (verification
+    results and strays included) and the bytes used (read errors are kept, not raised)."""
     from daai_backup.fleet import TenantFacts
 
     try:
-        entries = list_backups(ctx, tenant)
+        listing = folder_listing(ctx, tenant)
+        entries = listing.entries
         status = verification_status(ctx, tenant, entries)
         safety = sum(e.size_bytes for e in entries if e.frequency == policy.PRE_RESTORE)
         used = ctx.folder(tenant).usage_bytes()
@@ -1076,7 +1088,12 @@ def tenant_facts(ctx: EngineContext, tenant: Tenant) -> TenantFacts:
     usage = QuotaReport.from_quota_mb(
         max(0, used - safety), tenant.storage_quota_mb, outside_quota_bytes=safety
     )
-    return TenantFacts(entries=tuple(entries), known_bad=status.bad, usage=usage)
+    return TenantFacts(
+        entries=tuple(entries),
+        known_bad=status.bad,
+        usage=usage,
+        strays=tuple(s.describe() for s in listing.strays),
+    )
 
 
 def fleet_view(
@@ -1144,9 +1161,9 @@ def set_hold(
 ) -> None:
     """Hold (pin) or release one of the tenant's backups, holding the tenant's lease.
 
-    A hold moves the file out of the retention pool in several steps; under the lease no
-    retention or backup of the tenant runs meanwhile (one could otherwise delete the file
-    between the copy and the delete of the move).
+    A hold is a marker beside the backup (one write; a backup held the legacy way, in
+    ``held/``, is moved back in several steps); under the lease no retention or backup of
+    the tenant runs meanwhile (one could otherwise delete the file between two steps).
     """
     from daai_backup.lease import tenant_lease
 
@@ -1408,6 +1425,7 @@ __all__ = [
     "estimate_backup_bytes",
     "finish_interrupted_restore",
     "fleet_view",
+    "folder_listing",
     "import_archive",
     "key_problem",
     "list_backups",

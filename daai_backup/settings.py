@@ -77,6 +77,13 @@ class Settings(BaseSettings):
         le=24 * 60,
         description="scheduled backups start within this window after 01:00 tenant time",
     )
+    verify_drill_days: int = Field(
+        default=7,
+        ge=0,
+        le=366,
+        description="the verify deployment reads every tenant's newest backup whole this "
+        "often (days, at 05:00 in the default time zone); 0: no scheduled drill",
+    )
 
     copy_ttl_days: float = Field(
         default=3,

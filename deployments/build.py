@@ -8,7 +8,7 @@ deployment                  parameters                              schedule
 ``backup/backup-<tenant>``  ``{tenant, label: manual}``             RRule with ``{label: <freq>}``
 ``restore/restore``         given per run (tenant, file, actor...)  none
 ``retention/retention``     given per run (tenant, dry_run)         none
-``verify/verify``           given per run (tenant, file)            none
+``verify/verify``           given per run (tenant, file)            weekly drill, 05:00 Mon
 ``retention-sweep/...``     none                                    daily, 04:00 default tz
 ``sync-schedules/...``      ``{work_pool}``                         hourly
 ``fleet/fleet``             none                                    every 15 minutes
@@ -77,6 +77,9 @@ FLOW_OBJECTS: Final[dict[str, str]] = {
 
 RETENTION_SWEEP_HOUR: Final = 4
 """The daily sweep runs at 04:00 in the default time zone, after the backup window."""
+
+VERIFY_DRILL_HOUR: Final = 5
+"""The verify drill runs at 05:00 in the default time zone, after the retention sweep."""
 
 FLEET_EVERY_MINUTES: Final = 15
 """The fleet view is recomputed (and overdue tenants noticed) this often."""
@@ -170,10 +173,12 @@ def operation_specs(settings: Settings, *, work_pool: str | None) -> list[Deploy
         DeploymentSpec(
             role=VERIFY,
             name=VERIFY,
+            schedules=_drill_schedules(settings),
             tags=(MANAGED_TAG, "operation:verify"),
             description=(
                 "Restore drill without a database: read a tenant's backups whole and check "
-                "every tag and CRC (file empty: every backup)."
+                "every tag and CRC (file empty: every backup; tenant empty: the newest backup "
+                "of every tenant, which the schedule runs)."
             ),
         ),
         DeploymentSpec(
@@ -222,6 +227,19 @@ def operation_specs(settings: Settings, *, work_pool: str | None) -> list[Deploy
             required=("actor",),
         ),
     ]
+
+
+def _drill_schedules(settings: Settings) -> tuple[Schedule, ...]:
+    """The verify drill's schedule (none when ``verify_drill_days`` is 0)."""
+    days = settings.verify_drill_days
+    if days == 0:
+        return ()
+    every = "weekly" if days == 7 else f"every-{days}-days"
+    return (
+        schedules.every_days_schedule(
+            days, VERIFY_DRILL_HOUR, settings.timezone, slug=f"verify-drill-{every}"
+        ),
+    )
 
 
 def desired_specs(

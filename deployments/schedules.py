@@ -56,6 +56,7 @@ __all__ = [
     "daily_schedule",
     "day_rrule",
     "describe_backup_schedule",
+    "every_days_schedule",
     "every_minutes_schedule",
     "hourly_schedule",
     "next_run_times",
@@ -126,6 +127,13 @@ def daily_schedule(hour: int, timezone: str, slug: str, minute: int = 0) -> Sche
     """Once a day at ``hour:minute`` local (for the retention sweep)."""
     anchor = datetime.combine(EPOCH, time(hour, minute))
     return RRule(day_rrule(anchor, 1), timezone=timezone, slug=slug)
+
+
+def every_days_schedule(days: int, hour: int, timezone: str, slug: str) -> Schedule:
+    """Every ``days`` days at ``hour``:00 local, counted from :data:`EPOCH` (a Monday), so a
+    weekly schedule runs on Mondays (for the verify drill)."""
+    anchor = datetime.combine(EPOCH, time(hour, 0))
+    return RRule(day_rrule(anchor, days), timezone=timezone, slug=slug)
 
 
 def hourly_schedule(slug: str, minute: int = 5) -> Schedule:

@@ -23,7 +23,7 @@ from flows.common import engine, publish_backup_list, publish_key_missing, tag_t
 from flows.refusals import one_line_refusals
 from flows.retention import retention
 from tasks.backup import backup_tenant, preflight_backup
-from tasks.catalog import list_backups, remove_leftovers
+from tasks.catalog import folder_listing, remove_leftovers
 from tasks.common import cluster_slot, tenant_lock
 from tasks.restore import clean_abandoned_restore
 
@@ -69,7 +69,9 @@ def take_backup(
                 logger.error("tenant %s: retention after the backup failed: %s", tenant.id, state)
             published = state.is_completed()  # it published the list after its deletes
         if not published:
-            publish_backup_list(ctx, tenant, list_backups(ctx, tenant))
+            listing = folder_listing(ctx, tenant)
+            strays = [s.describe() for s in listing.strays]
+            publish_backup_list(ctx, tenant, listing.entries, strays=strays)
     return {
         "tenant": tenant.id,
         "file": outcome.entry.file,

@@ -42,6 +42,7 @@ def backup_list_artifact(
     *,
     known_bad: Iterable[str] = (),
     now: datetime | None = None,
+    strays: Sequence[str] = (),
 ) -> tuple[str, list[dict[str, str]], str]:
     """(key, rows, description) of the tenant's backup list as it should be published now.
 
@@ -58,6 +59,7 @@ def backup_list_artifact(
         default_timezone=ctx.settings.timezone,
         spread_minutes=ctx.settings.schedule_spread_minutes,
         known_bad=known_bad,
+        strays=strays,
     )
     if rows:
         description += "\n\n" + markdown_table(rows[:LIST_ROWS_IN_DESCRIPTION])
@@ -95,6 +97,7 @@ def publish_backup_list(
     *,
     known_bad: Iterable[str] = (),
     now: datetime | None = None,
+    strays: Sequence[str] = (),
 ) -> None:
     """The tenant's backup list as the keyed table artifact ``backups-<tenant>``.
 
@@ -104,7 +107,7 @@ def publish_backup_list(
     scheduled run). See ``docs/operations.md`` ("The fleet view").
     """
     key, rows, description = backup_list_artifact(
-        ctx, tenant, entries, known_bad=known_bad, now=now
+        ctx, tenant, entries, known_bad=known_bad, now=now, strays=strays
     )
     create_table_artifact(rows, key=key, description=description)
 

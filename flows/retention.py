@@ -18,7 +18,7 @@ from daai_backup.repository.catalog import BackupEntry, human_size, newest_first
 from daai_backup.tenants import Tenant
 from flows.common import engine, local_time, publish_backup_list
 from flows.refusals import one_line_refusals
-from tasks.catalog import delete_backup, list_backups, remove_leftovers, verification_status
+from tasks.catalog import delete_backup, folder_listing, remove_leftovers, verification_status
 from tasks.common import tenant_lock
 from tasks.copies import drop_expired_copies
 from tasks.restore import clean_abandoned_restore
@@ -77,7 +77,7 @@ def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dic
             remove_leftovers(ctx, tenant)
             clean_abandoned_restore(ctx, tenant)
         # A listing that fails raises here: nothing is planned, nothing deleted.
-        entries = list_backups(ctx, tenant)
+        entries = folder_listing(ctx, tenant).entries
         active = tenant.active_frequency()
         now = datetime.now(UTC)
         status = verification_status(ctx, tenant, entries, now)
@@ -105,7 +105,7 @@ def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dic
             logger.info(
                 "tenant %s: keep %s (%s)", tenant.id, entry.file, decided.reasons[entry.file]
             )
-        remaining = entries if dry_run else list_backups(ctx, tenant)
+        remaining = folder_listing(ctx, tenant)
 
     verb = "would delete" if dry_run else "deleted"
     rows = [
@@ -125,7 +125,13 @@ def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dic
         key=f"retention-{tenant.id}",
         description=f"Retention of {tenant.id} ({active} active){' — dry run' if dry_run else ''}",
     )
-    publish_backup_list(ctx, tenant, remaining, known_bad=bad)
+    publish_backup_list(
+        ctx,
+        tenant,
+        remaining.entries,
+        known_bad=bad,
+        strays=[s.describe() for s in remaining.strays],
+    )
     if failed:
         raise DaaiBackupError(
             f"retention of tenant {tenant.id!r}: {len(failed)} of {len(decided.delete)} deletes "

@@ -9,6 +9,7 @@ from prefect import get_run_logger, task
 from daai_backup import operations
 from daai_backup.operations import EngineContext
 from daai_backup.repository.catalog import BackupEntry, human_size
+from daai_backup.repository.folder import FolderListing
 from daai_backup.tenants import Tenant
 from tasks.common import DATA_TASK, retry_if_transient
 
@@ -31,6 +32,23 @@ def list_backups(ctx: EngineContext, tenant: Tenant) -> list[BackupEntry]:
     entries = operations.list_backups(ctx, tenant)
     get_run_logger().info("tenant %s: %d backups listed", tenant.id, len(entries))
     return entries
+
+
+@task(
+    name="folder-listing",
+    task_run_name="folder-listing-{tenant.id}",
+    timeout_seconds=LIST_TIMEOUT_SECONDS,
+    retry_condition_fn=retry_if_transient,
+    **DATA_TASK,
+)
+def folder_listing(ctx: EngineContext, tenant: Tenant) -> FolderListing:
+    """The tenant's backups and what else is in its folder; strays are logged as warnings."""
+    listing = operations.folder_listing(ctx, tenant)
+    logger = get_run_logger()
+    logger.info("tenant %s: %d backups listed", tenant.id, len(listing.entries))
+    for stray in listing.strays:
+        logger.warning("tenant %s: db-backups/%s", tenant.id, stray.describe())
+    return listing
 
 
 @task(

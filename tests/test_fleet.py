@@ -195,6 +195,34 @@ def test_backup_list_description_names_the_next_run() -> None:
     )
     assert "1 backup, newest first" in listed
     assert "Newest good:" in listed
+    assert "not backups" not in listed
+    assert "Last verification" not in listed
+
+
+def test_strays_and_the_last_verification_are_shown_not_skipped() -> None:
+    from dataclasses import replace
+
+    from daai_backup.repository.verification import VerificationRecord
+
+    registry = TenantRegistry.from_data({"tenants": [{"id": "t", "workspace_name": "Tee"}]})
+    tenant = registry["t"]
+    one = _entry(timedelta(hours=2), label="manual")
+    record = VerificationRecord(one.file, NOW - timedelta(hours=1), False, None, one.size_bytes)
+    checked = replace(one, verified=record)
+    strays = ("readme.txt: not a name daai-backup writes; move it out of db-backups",)
+    text = fleet.backup_list_description(
+        tenant, [checked], now=NOW, default_timezone=TZ, spread_minutes=120, strays=strays
+    )
+    assert f"Last verification: {one.file} FAILED" in text
+    assert "1 file(s) in db-backups are not backups: readme.txt: not a name" in text
+    assert "`daai-backup doctor --tenant t`" in text
+    facts = TenantFacts(entries=(checked,), known_bad=frozenset({one.file}), strays=strays)
+    [row] = fleet.display_rows(_table([{"id": "t", "workspace_name": "Tee"}], {"t": facts}))
+    assert row["Verified"].startswith("❌ BAD 2026-06-10")
+    assert row["Detail"].endswith("1 file(s) in db-backups are not backups: `daai-backup doctor`")
+    never = TenantFacts(entries=(one,))
+    [row] = fleet.display_rows(_table([{"id": "t", "workspace_name": "Tee"}], {"t": never}))
+    assert row["Verified"] == "never"
 
 
 def test_schedule_times_accept_the_datetimes_prefects_client_returns() -> None:

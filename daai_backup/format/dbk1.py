@@ -122,10 +122,12 @@ class ContentType(IntEnum):
     """JSON: a backup's manifest (:mod:`daai_backup.repository.manifest`)."""
     CHANGE_SEGMENT = 3
     """Reserved for later work: nothing writes or reads it yet."""
+    LISTING_INDEX = 4
+    """JSON: a tenant's listing index (:mod:`daai_backup.repository.index`)."""
 
     @property
     def label(self) -> str:
-        """``backup-archive``, ``manifest`` or ``change-segment``."""
+        """``backup-archive``, ``manifest``, ``change-segment`` or ``listing-index``."""
         return self.name.lower().replace("_", "-")
 
 

@@ -42,7 +42,7 @@ def retention_sweep() -> None:
 
 
 @flow(name="verify")
-def verify(tenant: str, file: str | None = None) -> None:
+def verify(tenant: str | None = None, file: str | None = None) -> None:
     """Stand-in for flows.verify.verify."""
 
 
