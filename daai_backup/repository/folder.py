@@ -581,7 +581,9 @@ class BackupFolder:
             if key == new_key:
                 continue
             other = VerificationRecord.from_name(key[len(base) :])
-            if other is None or record.newer_than(other):  # legacy, or superseded
+            # Legacy, or superseded: this record was written last, so it wins over any of
+            # the same second too (a repaired backup verified ok right after a bad result).
+            if other is None or other.verified_at <= record.verified_at:
                 self._storage.delete(key)
 
     def verifications(self, *, with_errors: bool = False) -> dict[str, VerificationRecord]:
