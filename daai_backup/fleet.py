@@ -39,8 +39,8 @@ from typing import Any, Final
 import pandas as pd
 
 from daai_backup.lease import LeaseInfo
-from daai_backup.policy.schedule_times import interval_days, next_backup_time
 from daai_backup.policy import IMPORTED
+from daai_backup.policy.schedule_times import interval_days, next_backup_time
 from daai_backup.repository.catalog import BackupEntry, human_size, newest_first, zone
 from daai_backup.repository.quota import QuotaReport
 from daai_backup.tenants import Tenant
