@@ -30,9 +30,9 @@ from bson import ObjectId
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from daai_backup.archive import DEFAULT_SEGMENT_SIZE, ContentType, EncryptingWriter
-from daai_backup.compression import open_gzip_writer
-from daai_backup.keys import parse_master_key
+from daai_backup.format.compression import open_gzip_writer
+from daai_backup.format.dbk1 import DEFAULT_SEGMENT_SIZE, ContentType, EncryptingWriter
+from daai_backup.format.keys import parse_master_key
 
 MB = 1_000_000
 KEY = parse_master_key("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")

@@ -48,9 +48,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_mongo import COLLECTIONS, MB, NullSink, bare_scan, free_port, seed
 
 from daai_backup import operations
-from daai_backup.archive import ContentType, EncryptingWriter
-from daai_backup.compression import open_gzip_writer
-from daai_backup.keys import generate_master_key, parse_master_key
+from daai_backup.format.compression import open_gzip_writer
+from daai_backup.format.dbk1 import ContentType, EncryptingWriter
+from daai_backup.format.keys import generate_master_key, parse_master_key
 from daai_backup.mongo import dump_database
 from daai_backup.mongo.dump import BATCH_DOCUMENTS
 from daai_backup.settings import Settings

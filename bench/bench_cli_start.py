@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_mongo import free_port
 
-from daai_backup.keys import generate_master_key
+from daai_backup.format.keys import generate_master_key
 from daai_backup.operations import backup_tenant, load_context
 from daai_backup.settings import Settings
 

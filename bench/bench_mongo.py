@@ -285,7 +285,7 @@ def main() -> None:
         report["data_mb"] = round(size / MB, 1)
         report["documents"] = sum(client.bench[c].count_documents({}) for c in COLLECTIONS)
 
-        from daai_backup.compression import open_gzip_writer
+        from daai_backup.format.compression import open_gzip_writer
 
         def dump_null() -> None:
             dump_database(client, "bench", NullSink())  # type: ignore[arg-type]

@@ -16,20 +16,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, BinaryIO, cast
 
 import typer
+from rich.markup import escape
 
 from cli.app import app, console, errors_as_messages, fail, guarded
 from cli.context import engine, load_settings
 from daai_backup.errors import DaaiBackupError, InvalidName
-from daai_backup.names import BackupName
+from daai_backup.repository.names import BackupName
 
 if TYPE_CHECKING:
-    from daai_backup.keys import Keyring
+    from daai_backup.format.keys import Keyring
 
 
 @app.command()
 def keygen() -> None:
     """Print a new master key (base64 of 32 random bytes) for BACKUP_ENCRYPTION_KEY."""
-    from daai_backup.keys import generate_master_key
+    from daai_backup.format.keys import generate_master_key
 
     typer.echo(generate_master_key())
     typer.echo(
@@ -57,7 +58,7 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Show what a backup file is (format, tenant, key, time, content, name); needs no key."""
-    from daai_backup.archive import read_header
+    from daai_backup.format.dbk1 import read_header
 
     with _open_local(file) as source:
         header = read_header(source)
@@ -124,7 +125,7 @@ def decrypt(
     local file under a backup file name must be the backup its header names (a renamed copy
     is refused); under any other name (a download saved as you like) the name is not checked.
     """
-    from daai_backup.archive import open_plaintext
+    from daai_backup.format.dbk1 import open_plaintext
 
     with ExitStack() as stack:
         stored = _stored_name(file)
@@ -168,7 +169,7 @@ def _local_source(
     file: Path, stack: ExitStack
 ) -> tuple[BinaryIO, Keyring, str | None, bool | None]:
     """A local file: ``(source, keyring, name to check, encrypted)``."""
-    from daai_backup.archive import ENCRYPTED_SUFFIX
+    from daai_backup.format.dbk1 import ENCRYPTED_SUFFIX
 
     settings = load_settings()
     source = stack.enter_context(_open_local(file))
@@ -206,8 +207,21 @@ def _copy(source: BinaryIO, write: Callable[[bytes], object]) -> None:
 
 
 @app.command()
-def doctor() -> None:
+def doctor(
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            "--tenant",
+            "-t",
+            help="check this tenant's backup folder instead of MongoDB: what is there that "
+            "is not a backup, backups without a manifest, and what to do about each",
+        ),
+    ] = None,
+) -> None:
     """Check the configuration: key, tenants file, storage, MongoDB (one line per check)."""
+    if tenant is not None:
+        _doctor_tenant(tenant)
+        return
     failures = 0
 
     def report(name: str, check: Callable[[], str]) -> None:
@@ -253,6 +267,60 @@ def doctor() -> None:
     report("tenants file", tenants)
     report("storage", storage)
     report("mongodb", mongodb)
+    if failures:
+        raise typer.Exit(1)
+
+
+def _doctor_tenant(tenant_id: str) -> None:
+    """``doctor --tenant``: the tenant's folder, object by object where something is off.
+
+    Exit status 1 when something needs a person (an unknown file, an unreadable manifest);
+    orphans of interrupted operations and backups without a manifest are reported but are
+    not failures (the next retention run or verify deals with them).
+    """
+    from daai_backup.operations import folder_listing, key_problem
+
+    with errors_as_messages():
+        ctx = engine()
+        record = ctx.tenant(tenant_id)
+        listing = folder_listing(ctx, record)
+    folder = ctx.folder(record)
+    entries = listing.entries
+    held = sum(1 for e in entries if e.held)
+    bad = sum(1 for e in entries if (r := e.verification) is not None and not r.ok)
+    verified = sum(1 for e in entries if e.verification is not None)
+    console.print(
+        f"[green]ok  [/] {folder.url}: {len(entries)} backup(s), {held} held, "
+        f"{verified} verified ({bad} bad)",
+        highlight=False,
+    )
+    problem = key_problem(ctx)
+    if problem is not None or listing.notes_need_key:
+        console.print(
+            f"[yellow]WARN[/] encryption key: {problem or 'no key'}: manifests and notes "
+            "cannot be read; the list shows names and sizes only",
+            highlight=False,
+        )
+    if listing.index_problem:
+        console.print(f"[yellow]WARN[/] {listing.index_problem}", highlight=False)
+    failures = 0
+    for stray in listing.strays:
+        level = "[yellow]WARN[/]" if stray.removable else "[red]FAIL[/]"
+        failures += not stray.removable
+        console.print(f"{level} db-backups/{escape(stray.describe())}", highlight=False)
+    missing = listing.without_manifest
+    if missing and not listing.notes_need_key:
+        shown = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        console.print(
+            f"[yellow]WARN[/] {len(missing)} backup(s) without a manifest (written before "
+            f"manifests, or the write was cut short): {shown}; verify builds it: "
+            f"`daai-backup verify --tenant {tenant_id} --file <file>`",
+            highlight=False,
+        )
+    if not listing.strays and not missing:
+        console.print("[green]ok  [/] every file in db-backups is a backup or part of one")
     if failures:
         raise typer.Exit(1)
 

@@ -177,23 +177,51 @@ def restore(
     file: Annotated[str, typer.Option("--file", "-f", help="a backup file name from `list`")],
     actor: Annotated[str, typer.Option(help="who asks (needs 'restore')")],
     confirm: Annotated[
-        str, typer.Option(help="the workspace name, typed exactly, to confirm the restore")
-    ],
+        str | None,
+        typer.Option(help="the workspace name, typed exactly, to confirm the restore"),
+    ] = None,
+    into: Annotated[
+        str | None,
+        typer.Option(
+            help="load the backup into this new database instead, for inspection (the live "
+            "workspace is untouched; no --confirm needed; expires after "
+            "DAAI_BACKUP_COPY_TTL_DAYS days)"
+        ),
+    ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="with --into: replace this tenant's copy of that name")
+    ] = False,
 ) -> None:
-    """Restore a backup after a safety backup; everything after its time is lost."""
+    """Restore a backup after a safety backup (everything after its time is lost), or load it
+    into a copy with --into."""
     from flows.restore import restore as restore_flow
 
-    parameters = {
-        "tenant": tenant,
-        "file": file,
-        "actor": actor,
-        "confirm_workspace_name": confirm,
-    }
+    if into is None and confirm is None:
+        raise fail(
+            'a restore replaces the live workspace: confirm it with --confirm "Workspace '
+            'Name" (typed exactly), or load the backup into a copy with --into NAME'
+        )
+    if into is None and replace:
+        raise fail("--replace goes with --into (it replaces a copy, never the live workspace)")
+    parameters: dict[str, Any] = {"tenant": tenant, "file": file, "actor": actor}
+    if into is None:
+        parameters["confirm_workspace_name"] = confirm
+    else:
+        parameters |= {"into": into, "replace": replace}
     result = _run(
         lambda: as_run_of(restore_flow, "restore/restore", parameters),
-        f"restoring {tenant}",
+        f"loading a copy of {tenant}" if into else f"restoring {tenant}",
         "restore",
     )
+    if into is not None:
+        console.print(
+            f"loaded {result['file']} of {tenant} into the copy {result['into']} "
+            f"({result['documents']} documents); the live workspace was not touched; it expires "
+            f"{result['expires_at'][:16].replace('T', ' ')} UTC (`daai-backup copies --tenant "
+            f"{tenant}`)",
+            highlight=False,
+        )
+        return
     console.print(
         f"restored {tenant} from {result['file']} ({result['documents']} documents); "
         f"to go back, restore the safety backup {result['safety_backup']}",

@@ -13,7 +13,15 @@ os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
 from cli.app import app
 
 # Each module registers its commands on ``app`` when imported.
-_COMMAND_MODULES = ("archive_cmds", "storage_cmds", "flow_cmds", "deploy_cmds", "status_cmds")
+_COMMAND_MODULES = (
+    "archive_cmds",
+    "storage_cmds",
+    "flow_cmds",
+    "deploy_cmds",
+    "status_cmds",
+    "copy_cmds",
+    "inspect_cmds",
+)
 
 for _module in _COMMAND_MODULES:
     importlib.import_module(f"cli.{_module}")

@@ -6,16 +6,26 @@ No module of this package imports Prefect; the ``tasks``, ``flows``, ``deploymen
 - :mod:`daai_backup.operations`: the engine calls (backup, restore, verify, list, delete,
   preflight guards) over an :class:`~daai_backup.operations.EngineContext`;
 - :mod:`daai_backup.errors`: the one error hierarchy (``transient`` marks retryable errors);
-- :mod:`daai_backup.settings`, :mod:`daai_backup.tenants`, :mod:`daai_backup.policy`:
-  configuration, the tenant registry and the frequency table;
-- :mod:`daai_backup.catalog` and :mod:`daai_backup.retention`: the backup list and the pure
-  retention plan.
+- :mod:`daai_backup.settings`, :mod:`daai_backup.tenants`: configuration and the tenant
+  registry.
 
-The building blocks (``keys``, ``archive``, ``compression``, ``mongo``, ``storage``,
-``names``, ``backup_folder``, ``verification``, ``quota``, ``streams``) are composed by
-``operations``; the CLI's file commands (``inspect``, ``decrypt``) and the tests use them
-directly. Submodules are imported on demand so that a light command such as
-``daai-backup keygen`` stays quick.
+The engine is grouped by concept, one subpackage each:
+
+- ``format``: the bytes of a backup file: DBK1 encryption (``dbk1``), keys and their
+  derivation (``keys``), gzip (``compression``);
+- ``repository``: one tenant's backup folder: file names (``names``), the folder and its
+  layout (``folder``), the backup list (``catalog``), verification records
+  (``verification``), quotas (``quota``);
+- ``policy``: the frequency table (the package itself), the pure retention plan
+  (``retention``) and schedule times (``schedule_times``);
+- ``mongo``: the snapshot dump to a mongodump archive, the staged restore, and restore
+  copies (``copies``);
+- ``storage``: one interface, a local folder and S3;
+- beside them: ``streams`` (bounded pipes), ``lease`` (the tenant lease), ``fleet`` (the
+  fleet view) and ``operations``, which composes them.
+
+Submodules are imported on demand so that a light command such as ``daai-backup keygen``
+stays quick.
 """
 
 __version__ = "0.1.0"

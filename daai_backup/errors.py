@@ -21,6 +21,8 @@ else is bad input or a permanent condition and fails at once.
     │   ├── ConfirmationMismatch    the typed workspace name is not the tenant's
     │   └── ConfirmationTimeout     nobody confirmed a paused restore in time
     ├── InvalidName                 a name that would become a path/key is refused
+    ├── CopyRefused                 a restore copy's database is not ours to (over)write
+    ├── QueryError                  a diff/find query is malformed or names nothing there
     ├── LeaseError                  the tenant's lease (one operation per tenant at a time)
     │   ├── LeaseTimeout            another operation held it for longer than the wait limit
     │   └── LeaseLost               taken over, or not renewed for a whole TTL, while held
@@ -30,7 +32,8 @@ else is bad input or a permanent condition and fails at once.
     │   ├── WrongKey                no configured key has the archive's fingerprint
     │   ├── WrongTenant             the archive belongs to another tenant
     │   └── ArchiveCorrupt          truncated, tampered, reordered or failed a CRC
-    │       └── NameMismatch        its header names another file: renamed or copied
+    │       ├── NameMismatch        its header names another file: renamed or copied
+    │       └── ManifestMismatch    its manifest is unreadable as its own, or disagrees with it
     ├── StorageError
     │   ├── ObjectNotFound          no such backup in the tenant's folder
     │   ├── QuotaExceeded           the backup would not fit in the tenant's quota
@@ -109,6 +112,16 @@ class InvalidName(DaaiBackupError):
     """A name that would become a path or object key is not acceptable."""
 
 
+class CopyRefused(DaaiBackupError):
+    """The database named for a restore copy exists and is not this tenant's copy to write
+    (another database, another tenant's copy, a copy that needs ``--replace``)."""
+
+
+class QueryError(DaaiBackupError):
+    """A query into backups (``find --where``, a collection) is malformed or names nothing
+    that any snapshot read has."""
+
+
 class LeaseError(DaaiBackupError):
     """The tenant's lease could not be taken or kept (:mod:`daai_backup.lease`)."""
 
@@ -150,6 +163,14 @@ class NameMismatch(ArchiveCorrupt):
 
     A subclass of ArchiveCorrupt because the file is not what it claims to be: verify marks
     it bad and restore refuses it, whatever its bytes would decrypt to.
+    """
+
+
+class ManifestMismatch(ArchiveCorrupt):
+    """A backup's manifest cannot be read as its own, or disagrees with what the backup holds.
+
+    A subclass of ArchiveCorrupt: the backup and its manifest do not belong together (one of
+    them was altered, replaced or swapped), so verify marks the backup bad.
     """
 
 

@@ -25,7 +25,8 @@ markdown line above them.
 ===============================  ==========================================================
 
 "Good" is the newest backup that verify has not recorded bad (any label: a manual or a
-pre-restore backup is a full snapshot too).
+pre-restore backup is a full snapshot too), except an ``imported`` one: it holds whatever
+the imported archive held, not the tenant's database at the time it was added.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ from typing import Any, Final
 
 import pandas as pd
 
-from daai_backup.catalog import BackupEntry, human_size, newest_first, zone
 from daai_backup.lease import LeaseInfo
-from daai_backup.quota import QuotaReport
-from daai_backup.schedule_times import interval_days, next_backup_time
+from daai_backup.policy import IMPORTED
+from daai_backup.policy.schedule_times import interval_days, next_backup_time
+from daai_backup.repository.catalog import BackupEntry, human_size, newest_first, zone
+from daai_backup.repository.quota import QuotaReport
 from daai_backup.tenants import Tenant
 
 OK: Final = "ok"
@@ -70,6 +72,7 @@ DISPLAY_COLUMNS: Final = (
     "Next run",
     "Quota",
     "Held",
+    "Verified",
     "Lease",
     "Last run",
     "Detail",
@@ -86,6 +89,8 @@ class TenantFacts:
     known_bad: frozenset[str] = frozenset()
     usage: QuotaReport | None = None
     error: str | None = None
+    strays: tuple[str, ...] = ()
+    """Objects in the tenant's ``db-backups`` that are not backups (one line each)."""
 
 
 @dataclass(frozen=True)
@@ -128,9 +133,22 @@ def format_age(delta: timedelta) -> str:
 def last_good_backup(
     entries: Iterable[BackupEntry], known_bad: Iterable[str]
 ) -> BackupEntry | None:
-    """The newest backup verify has not recorded bad, or None."""
+    """The newest backup of the tenant's database verify has not recorded bad, or None
+    (an imported archive is not a backup of the database as it was when imported)."""
     bad = set(known_bad)
-    return next((e for e in newest_first(entries) if e.file not in bad), None)
+    return next(
+        (e for e in newest_first(entries) if e.file not in bad and e.frequency != IMPORTED),
+        None,
+    )
+
+
+def last_verification(entries: Iterable[BackupEntry]) -> tuple[BackupEntry, bool, datetime] | None:
+    """The backup verified most recently, whether it passed, and when (None: never)."""
+    found = [(e, r) for e in entries if (r := e.verification) is not None]
+    if not found:
+        return None
+    entry, record = max(found, key=lambda pair: (pair[1].verified_at, not pair[1].ok))
+    return entry, record.ok, record.verified_at
 
 
 def _local(moment: datetime | None, tz: str) -> str:
@@ -254,6 +272,7 @@ def fleet_table(
         override = tenant.frequency_override
         lease = None if leases is None else leases.get(tenant.id)
         usage = tenant_facts.usage
+        verified = last_verification(tenant_facts.entries)
         rows.append(
             {
                 "tenant": tenant.id,
@@ -281,6 +300,10 @@ def fleet_table(
                 ),
                 "last_run_at": last_run.at if last_run else None,
                 "last_run_message": last_run.message if last_run else None,
+                "last_verified_file": verified[0].file if verified else None,
+                "last_verified_ok": verified[1] if verified else None,
+                "last_verified_at": verified[2] if verified else None,
+                "strays": len(tenant_facts.strays),
             }
         )
     order = {state: n for n, state in enumerate(STATES)}
@@ -311,6 +334,10 @@ TABLE_COLUMNS: Final = (
     "last_run_state",
     "last_run_at",
     "last_run_message",
+    "last_verified_file",
+    "last_verified_ok",
+    "last_verified_at",
+    "strays",
 )
 """The columns of :func:`fleet_table`, in order."""
 
@@ -356,6 +383,17 @@ def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
         age = _value(row, "last_good_age_s")
         size = _value(row, "last_good_bytes")
         lease = _value(row, "lease")
+        verified_at = _value(row, "last_verified_at")
+        if verified_at is None:
+            verified = "never"
+        else:
+            result = "✅ ok" if _value(row, "last_verified_ok") else "❌ BAD"
+            verified = f"{result} {_local(verified_at, tz)}"
+        detail = row["detail"]
+        strays = int(row["strays"] or 0)
+        if strays:
+            extra = f"{strays} file(s) in db-backups are not backups: `daai-backup doctor`"
+            detail = f"{detail}; {extra}" if detail else extra
         rows.append(
             {
                 "Tenant": row["tenant"],
@@ -369,9 +407,10 @@ def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
                 ),
                 "Quota": _quota_text(row),
                 "Held": str(int(row["held"])) if row["held"] else "",
+                "Verified": verified,
                 "Lease": UNKNOWN_MARK if lease == "?" else (lease or ""),
                 "Last run": last_run,
-                "Detail": row["detail"],
+                "Detail": detail,
             }
         )
     return rows
@@ -422,8 +461,12 @@ def backup_list_description(
     default_timezone: str,
     spread_minutes: int,
     known_bad: Iterable[str] = (),
+    strays: Sequence[str] = (),
 ) -> str:
     """What the ``backups-<tenant>`` artifact says above its rows (markdown).
+
+    ``strays``: objects in the folder that are not backups (one line each), reported under
+    the rest, never silently skipped.
 
     Prefect's page for an artifact key shows the newest version's description, not its
     table: so the description itself answers "is it backed up, and when is the next one".
@@ -437,10 +480,17 @@ def backup_list_description(
     else:
         at = next_backup_time(tenant, now, default_timezone, spread_minutes)
         upcoming = f"Next scheduled backup: {_local(at, tz)} ({label})."
+    warning = ""
+    if strays:
+        shown = "; ".join(strays[:5]) + (f"; and {len(strays) - 5} more" if len(strays) > 5 else "")
+        warning = (
+            f"\n\n⚠️ {len(strays)} file(s) in db-backups are not backups: {shown}. "
+            f"`daai-backup doctor --tenant {tenant.id}` says what to do about each."
+        )
     if not entries:
         return (
             f"{head}: no backups yet. {upcoming} "
-            f"`daai-backup backup --tenant {tenant.id}` takes one now."
+            f"`daai-backup backup --tenant {tenant.id}` takes one now.{warning}"
         )
     good = last_good_backup(entries, known_bad)
     count = f"{len(entries)} backup{'s' if len(entries) != 1 else ''}, newest first"
@@ -451,7 +501,13 @@ def backup_list_description(
         newest = "No good backup: every one is recorded bad by verify."
     else:
         newest = f"Newest good: {_local(good.taken_at, tz)} ({human_size(good.size_bytes)})."
-    return f"{head}: {count}. {newest} {upcoming}"
+    verified = last_verification(entries)
+    checked = ""
+    if verified is not None:
+        entry, ok, at = verified
+        result = "passed" if ok else "FAILED"
+        checked = f" Last verification: {entry.file} {result} ({_local(at, tz)})."
+    return f"{head}: {count}. {newest} {upcoming}{checked}{warning}"
 
 
 __all__ = [
@@ -477,5 +533,6 @@ __all__ = [
     "format_age",
     "json_records",
     "last_good_backup",
+    "last_verification",
     "summary",
 ]

@@ -21,6 +21,7 @@ without it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,41 +32,47 @@ from functools import cached_property
 from typing import TYPE_CHECKING, BinaryIO, Literal, cast
 
 from daai_backup import policy
-from daai_backup.archive import (
-    ContentType,
-    EncryptingWriter,
-    check_name_binding,
-    open_plaintext,
-    read_header,
-)
-from daai_backup.backup_folder import BackupFolder, folder_for_tenant
-from daai_backup.catalog import BackupEntry
-from daai_backup.compression import open_gzip_reader, open_gzip_writer
 from daai_backup.errors import (
     ArchiveCorrupt,
+    CopyRefused,
     DaaiBackupError,
     KeyMissing,
+    LeaseError,
     NotAnArchive,
     ObjectNotFound,
     QuotaExceeded,
     SubscriptionSuspended,
     WrongTenant,
 )
-from daai_backup.names import BackupName, new_backup_name, validate_note
-from daai_backup.quota import MB, QuotaReport, check_quota
-from daai_backup.schedule_times import next_backup_time
+from daai_backup.format.compression import open_gzip_reader, open_gzip_writer
+from daai_backup.format.dbk1 import (
+    ContentType,
+    EncryptingWriter,
+    check_name_binding,
+    open_plaintext,
+    read_header,
+)
+from daai_backup.policy.schedule_times import next_backup_time
+from daai_backup.repository.catalog import BackupEntry
+from daai_backup.repository.folder import BackupFolder, FolderListing, folder_for_tenant
+from daai_backup.repository.manifest import Manifest, manifest_name, seal, unseal
+from daai_backup.repository.names import BackupName, new_backup_name, validate_note
+from daai_backup.repository.quota import MB, QuotaReport, check_quota
+from daai_backup.repository.verification import VerificationRecord
 from daai_backup.settings import Settings, load_settings
 from daai_backup.streams import CountingReader, produce_into_pipe
 from daai_backup.tenants import Tenant, TenantRegistry
-from daai_backup.verification import VerificationRecord
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
-    from daai_backup.archive import ArchiveHeader
     from daai_backup.fleet import FleetView, LastRun, TenantFacts
+    from daai_backup.format.dbk1 import ArchiveHeader
+    from daai_backup.format.keys import Keyring
     from daai_backup.lease import Lease, LeaseInfo
     from daai_backup.mongo import CatalogChange, DumpResult
+    from daai_backup.mongo.copies import CopyInfo
+    from daai_backup.repository.archive_facts import ArchiveFacts
 
 logger = logging.getLogger(__name__)
 
@@ -99,11 +106,16 @@ class EngineContext:
         """
         folder = self._folders.get(tenant.id)
         if folder is None:
+            try:
+                keyring: Keyring | None = self.settings.keyring
+            except DaaiBackupError:  # a malformed key: list from names; backups say why
+                keyring = None
             folder = self._folders[tenant.id] = folder_for_tenant(
                 tenant.id,
                 tenant.storage_url,
                 self.settings.storage_url,
                 s3_endpoint_url=self.settings.s3_endpoint_url,
+                keyring=keyring,
             )
         return folder
 
@@ -191,7 +203,7 @@ class VerifyOutcome:
 def estimate_backup_bytes(ctx: EngineContext, tenant: Tenant) -> int:
     """Expected compressed size: the newest backup's size, else a share of dataSize."""
     for entry in ctx.folder(tenant).entries():
-        if entry.frequency != policy.PRE_RESTORE:
+        if entry.frequency not in (policy.PRE_RESTORE, policy.IMPORTED):
             return entry.size_bytes
     stats = ctx.mongo_client[tenant.database].command("dbStats")
     return int(float(stats.get("dataSize", 0)) * FIRST_BACKUP_SIZE_RATIO)
@@ -252,6 +264,7 @@ def backup_tenant(
     tenant: Tenant,
     label: str,
     *,
+    actor: str | None = None,
     note: str | None = None,
     progress: Progress | None = None,
     now: datetime | None = None,
@@ -276,6 +289,7 @@ def backup_tenant(
             ctx,
             tenant,
             label,
+            actor=actor,
             note=note,
             progress=progress,
             now=now,
@@ -290,6 +304,7 @@ def _backup_tenant(
     tenant: Tenant,
     label: str,
     *,
+    actor: str | None,
     note: str | None,
     progress: Progress | None,
     now: datetime | None,
@@ -298,6 +313,7 @@ def _backup_tenant(
     on_catalog_change: Literal["raise", "record"],
 ) -> BackupOutcome:
     from daai_backup.mongo import dump_database
+    from daai_backup.repository.archive_facts import facts_from_dump
 
     started = time.monotonic()
     master = ctx.settings.keyring.require_current()
@@ -333,41 +349,46 @@ def _backup_tenant(
         on_end=checkpoint,
     )
     try:
-        info = folder.write(name, cast(BinaryIO, counted), note=note)
+        # No plaintext side file: the note lives in the manifest, encrypted.
+        info = folder.write(name, cast(BinaryIO, counted))
     finally:
         pipe.close()
     dump = producer.result()
     changes = [_describe_change(c) for c in dump.catalog_changes]
-    facts: dict[str, object] = {}
     if changes:
-        facts["catalog_changes"] = changes
         logger.warning(
             "backup %s of %s is best-effort: the catalog changed while it ran (%s)",
             name.filename,
             tenant.id,
             "; ".join(changes),
         )
+    manifest = Manifest(
+        tenant=tenant.id,
+        file=name.filename,
+        label=name.frequency,
+        taken_at=name.taken_at,
+        cluster_time=dump.cluster_time,
+        actor=actor,
+        note=note,
+        key_fingerprint=master.fingerprint,
+        stored_bytes=info.size,
+        plain_bytes=dump.plain_bytes,
+        data_bytes=dump.total_bytes,
+        documents=dump.total_documents,
+        consistency=dump.consistency,
+        server_version=dump.server_version,
+        source="backup",
+        catalog_changes=tuple(changes),
+        namespaces=facts_from_dump(dump),
+    )
     try:
-        folder.annotate(
-            name.filename,
-            {
-                "consistency": dump.consistency,
-                "server_version": dump.server_version,
-                "documents": dump.total_documents,
-                "data_bytes": dump.total_bytes,
-                "collections": {c.name: c.documents for c in dump.collections},
-                **facts,
-            },
-        )
-    except DaaiBackupError as exc:
-        # The backup is complete and committed: failing now would make the task retry and
-        # take a second full backup. The facts are a convenience; say they are missing.
-        logger.warning(
-            "backup %s of %s is complete, but its details were not recorded: %s",
-            name.filename,
-            tenant.id,
-            exc,
-        )
+        folder.put_manifest(name.filename, seal(manifest, master))
+    except BaseException:
+        # All or nothing: a backup without the manifest it was written with would make a
+        # retry (transient errors are retried) leave a second backup behind.
+        with contextlib.suppress(DaaiBackupError):
+            folder.delete(name.filename)
+        raise
     return BackupOutcome(
         tenant_id=tenant.id,
         entry=BackupEntry.from_name(name, info.size, note=note),
@@ -382,6 +403,140 @@ def _backup_tenant(
         ],
         catalog_changes=changes,
     )
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    """What one import stored."""
+
+    tenant_id: str
+    entry: BackupEntry
+    manifest: Manifest
+    source_database: str | None
+    duration_s: float
+
+
+def import_archive(
+    ctx: EngineContext,
+    tenant: Tenant,
+    source: BinaryIO,
+    *,
+    actor: str | None,
+    note: str | None = None,
+    what: str = "the file",
+    size_hint: int = 0,
+    now: datetime | None = None,
+) -> ImportOutcome:
+    """Add a ``mongodump --archive`` file (gzipped or not, of any one database) to the
+    tenant's backups, encrypted, labelled ``imported``, with its manifest.
+
+    One pass over ``source``: every byte read is checked by the archive reader (framing,
+    every namespace's CRC, an EOF block for each) and written on, gzipped and encrypted, to
+    storage; the object is committed only after the archive's end was read and found
+    complete, so a file that is not an archive, or is truncated, stores nothing
+    (``NotAnArchive``, one line naming ``what``). A restore loads the archive's one
+    database, whatever its name, into the tenant's database; an archive of several
+    databases, or with a collection name a restore refuses, is refused here.
+
+    Refused first: an actor without ``create``, a suspended subscription, no key, and a file
+    that does not fit in the quota (``size_hint``, the file's size, is checked before the
+    read; the real size is enforced while writing). Holds the tenant's lease, checked right
+    before the commit; all or nothing with the manifest, as a backup.
+    """
+    from daai_backup.mongo.namespaces import check_collection_name
+    from daai_backup.repository.archive_facts import (
+        TeeReader,
+        check_one_database,
+        open_mongodump,
+        read_facts,
+    )
+
+    started = time.monotonic()
+    tenant.require(actor, "create")
+    if tenant.subscription == "suspended":
+        raise SubscriptionSuspended(
+            f"tenant {tenant.id!r} has a suspended subscription: nothing imported; import "
+            "when the subscription is active again"
+        )
+    master = ctx.settings.keyring.require_current()
+    note = validate_note(note)
+    folder = ctx.folder(tenant)
+    with ctx.exclusive(tenant, "import", detail=what) as lease:
+        check_quota(quota_report(ctx, tenant).used_bytes, size_hint, tenant.storage_quota_mb)
+        name = new_backup_name(policy.IMPORTED, now or datetime.now(UTC), encrypted=True)
+
+        def produce(sink: BinaryIO) -> ArchiveFacts:
+            with EncryptingWriter(
+                sink,
+                master,
+                tenant.id,
+                created_at=name.taken_at,
+                name=name.filename,
+                content_type=ContentType.BACKUP_ARCHIVE,
+            ) as encrypted:
+                gz = open_gzip_writer(cast(BinaryIO, encrypted))
+                try:
+                    plain = open_mongodump(source, what)
+                    facts = read_facts(cast(BinaryIO, TeeReader(plain, gz)))
+                    check_one_database(facts, what)
+                    for ns in facts.namespaces:
+                        check_collection_name(
+                            tenant.database, ns.name, timeseries=ns.kind == "timeseries"
+                        )
+                finally:
+                    gz.close()
+            return facts
+
+        limit, on_limit = _quota_limit(ctx, tenant)
+        pipe, producer = produce_into_pipe(produce, name=f"import-{tenant.id}")
+        counted = CountingReader(pipe, limit=limit, on_limit=on_limit, on_end=lease.check)
+        try:
+            try:
+                info = folder.write(name, cast(BinaryIO, counted))
+            finally:
+                pipe.close()
+            facts = producer.result()
+        except (ArchiveCorrupt, NotAnArchive) as exc:
+            raise NotAnArchive(
+                f"{what} cannot be imported: {_sentence(exc)}; nothing was stored"
+            ) from exc
+        manifest = Manifest(
+            tenant=tenant.id,
+            file=name.filename,
+            label=name.frequency,
+            taken_at=name.taken_at,
+            cluster_time=None,
+            actor=actor,
+            note=note,
+            key_fingerprint=master.fingerprint,
+            stored_bytes=info.size,
+            plain_bytes=facts.plain_bytes,
+            data_bytes=facts.data_bytes,
+            documents=facts.documents,
+            consistency="unknown",
+            server_version=facts.server_version or "unknown",
+            source="archive",
+            namespaces=facts.namespaces,
+        )
+        try:
+            folder.put_manifest(name.filename, seal(manifest, master))
+        except BaseException:
+            with contextlib.suppress(DaaiBackupError):
+                folder.delete(name.filename)
+            raise
+    return ImportOutcome(
+        tenant_id=tenant.id,
+        entry=BackupEntry.from_name(name, info.size, note=note),
+        manifest=manifest,
+        source_database=next(iter(facts.databases), None),
+        duration_s=time.monotonic() - started,
+    )
+
+
+def _sentence(exc: BaseException) -> str:
+    """An error's message as a clause: without a trailing period or a closing advice."""
+    text = str(exc).rstrip(".")
+    return text.removesuffix(": use another backup")
 
 
 def _describe_change(change: CatalogChange) -> str:
@@ -412,16 +567,26 @@ def list_backups(ctx: EngineContext, tenant: Tenant) -> list[BackupEntry]:
     return ctx.folder(tenant).entries()
 
 
+def folder_listing(ctx: EngineContext, tenant: Tenant) -> FolderListing:
+    """The tenant's backups and what else is in its folder (strays, backups without a
+    manifest), from one storage listing plus the listing index (see ``BackupFolder.listing``)."""
+    return ctx.folder(tenant).listing()
+
+
 def describe_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> BackupEntry:
-    """The entry of ``filename`` if it is one of this tenant's backups; refuse anything else."""
+    """The entry of ``filename`` if it is one of this tenant's backups; refuse anything else.
+
+    One HEAD request, never a listing: the entry carries name, size and encryption (its note
+    and hold are in :func:`list_backups`).
+    """
     BackupName.parse(filename)  # refuses paths, traversal and odd names with InvalidName
-    for entry in ctx.folder(tenant).entries():
-        if entry.file == filename:
-            return entry
-    raise ObjectNotFound(
-        f"{filename!r} is not a backup of tenant {tenant.id!r}: pick a file from "
-        f"`daai-backup list --tenant {tenant.id}`"
-    )
+    try:
+        return ctx.folder(tenant).lookup(filename)
+    except ObjectNotFound:
+        raise ObjectNotFound(
+            f"{filename!r} is not a backup of tenant {tenant.id!r}: pick a file from "
+            f"`daai-backup list --tenant {tenant.id}`"
+        ) from None
 
 
 def read_backup_header(ctx: EngineContext, tenant: Tenant, filename: str) -> ArchiveHeader | None:
@@ -430,16 +595,19 @@ def read_backup_header(ctx: EngineContext, tenant: Tenant, filename: str) -> Arc
     A file named as encrypted whose content is plain gzip is refused (``ArchiveCorrupt``), and
     so is a header that names another file (``NameMismatch``: a renamed or copied backup).
     """
-    entry = describe_backup(ctx, tenant, filename)
-    with ctx.folder(tenant).open(filename) as source:
+    return _header_of(ctx, tenant, describe_backup(ctx, tenant, filename))
+
+
+def _header_of(ctx: EngineContext, tenant: Tenant, entry: BackupEntry) -> ArchiveHeader | None:
+    with ctx.folder(tenant).open(entry.file) as source:
         header = read_header(source)
     if header is None and entry.encrypted:
         raise ArchiveCorrupt(
-            f"{filename!r} is named as encrypted but holds plain gzip: it was replaced or "
+            f"{entry.file!r} is named as encrypted but holds plain gzip: it was replaced or "
             "altered; use another backup"
         )
     if header is not None:
-        check_name_binding(header, filename)
+        check_name_binding(header, entry.file)
     return header
 
 
@@ -621,7 +789,14 @@ BAD_FILE_ERRORS: tuple[type[DaaiBackupError], ...] = (ArchiveCorrupt, NotAnArchi
 def verify_backup(
     ctx: EngineContext, tenant: Tenant, filename: str, *, record: bool = True
 ) -> VerifyOutcome:
-    """Read one backup whole and check every tag and CRC; needs no database.
+    """Read one backup whole, check every tag and CRC, and hold its manifest against it.
+
+    Needs no database, except to store a missing manifest (under the tenant's lease). The
+    manifest check: a stored manifest that cannot be read as this backup's own (another
+    tenant's, another backup's, altered) or that disagrees with what the archive holds
+    (namespaces, counts, CRCs, sizes) fails the verification (``ManifestMismatch``): the
+    backup and its manifest do not belong together. A backup without one (written before
+    manifests, or a crash between the two writes) gets one built from this read.
 
     With ``record`` the result is kept beside the backup (:meth:`BackupFolder.
     record_verification`) for retention and the lists: good, or bad with the reason when
@@ -629,22 +804,15 @@ def verify_backup(
     nothing, since it says nothing about the file. A record that cannot be written is
     logged, never a reason to fail the verification.
     """
-    from daai_backup.mongo import NamespaceEnd, read_archive
-
     started = time.monotonic()
     entry = describe_backup(ctx, tenant, filename)
-    namespaces = 0
-    documents = 0
     try:
-        with ctx.folder(tenant).open(filename) as stored:
-            plain = open_plaintext(
-                stored, ctx.settings.keyring, tenant.id, name=filename, encrypted=entry.encrypted
-            )
-            archive = open_gzip_reader(plain)
-            for event in read_archive(archive):
-                if isinstance(event, NamespaceEnd):
-                    namespaces += 1
-                    documents += event.documents
+        stored = _stored_manifest(ctx, tenant, filename)
+        actual = _manifest_from_backup(ctx, tenant, entry, stored)
+        if stored is None:
+            _store_manifest_quietly(ctx, tenant, actual)
+        else:
+            _check_manifest(stored, actual)
     except BAD_FILE_ERRORS as exc:
         if record:
             _record_verification(ctx, tenant, entry, error=str(exc))
@@ -654,11 +822,165 @@ def verify_backup(
     return VerifyOutcome(
         file=filename,
         encrypted=entry.encrypted,
-        namespaces=namespaces,
-        documents=documents,
+        namespaces=len(actual.namespaces),
+        documents=actual.documents,
         compressed_bytes=entry.size_bytes,
         duration_s=time.monotonic() - started,
     )
+
+
+def _stored_manifest(ctx: EngineContext, tenant: Tenant, filename: str) -> Manifest | None:
+    """The backup's stored manifest; None when it has none; ``ManifestMismatch`` (one line
+    naming the manifest and what to do) when the stored one is not this backup's own.
+
+    ``WrongKey`` passes as it is: a key not configured says nothing about the manifest.
+    """
+    from daai_backup.errors import ManifestMismatch
+
+    folder = ctx.folder(tenant)
+    try:
+        source = folder.open_manifest(filename)
+    except ObjectNotFound:
+        return None
+    try:
+        with source:
+            return unseal(source, ctx.settings.keyring, tenant.id, filename)
+    except (ArchiveCorrupt, NotAnArchive, WrongTenant) as exc:
+        raise ManifestMismatch(
+            f"manifest {manifest_name(filename)!r} of tenant {tenant.id!r} is not the "
+            f"manifest of {filename!r} ({exc}); it was altered, replaced or copied from "
+            f"another backup: delete it from {folder.url} if you trust the backup (verify "
+            "then rebuilds it from the archive), or use another backup"
+        ) from exc
+
+
+def _check_manifest(stored: Manifest, actual: Manifest) -> None:
+    """``ManifestMismatch`` when the stored manifest does not describe the archive read."""
+    from daai_backup.errors import ManifestMismatch
+    from daai_backup.repository.archive_facts import differences
+
+    found = differences(stored, actual)
+    if found:
+        raise ManifestMismatch(
+            f"manifest {stored.name!r} does not match the backup it describes "
+            f"({'; '.join(found)}): the backup or its manifest was altered or swapped; "
+            "use another backup"
+        )
+
+
+def _manifest_from_backup(
+    ctx: EngineContext, tenant: Tenant, entry: BackupEntry, known: Manifest | None = None
+) -> Manifest:
+    """Read the backup whole (every tag and CRC) and build its manifest from the archive.
+
+    Who took it, why and how consistently come from ``known`` (its stored manifest) when
+    given, else from a legacy side file (``source="archive"``); the rest from the archive.
+    """
+    from daai_backup.repository.archive_facts import read_facts
+
+    header = _header_of(ctx, tenant, entry)
+    with ctx.folder(tenant).open(entry.file) as stored:
+        plain = open_plaintext(
+            stored, ctx.settings.keyring, tenant.id, name=entry.file, encrypted=entry.encrypted
+        )
+        facts = read_facts(open_gzip_reader(plain))
+    if known is None:
+        known = _legacy_manifest(ctx, tenant, entry.file, facts.server_version)
+    name = BackupName.parse(entry.file)
+    return Manifest(
+        tenant=tenant.id,
+        file=entry.file,
+        label=name.frequency,
+        taken_at=name.taken_at,
+        key_fingerprint=header.key_fingerprint if header is not None else None,
+        stored_bytes=entry.size_bytes,
+        plain_bytes=facts.plain_bytes,
+        data_bytes=facts.data_bytes,
+        documents=facts.documents,
+        namespaces=facts.namespaces,
+        cluster_time=known.cluster_time,
+        actor=known.actor,
+        note=known.note,
+        consistency=known.consistency,
+        server_version=known.server_version,
+        catalog_changes=known.catalog_changes,
+        source=known.source,
+    )
+
+
+def _legacy_manifest(
+    ctx: EngineContext, tenant: Tenant, filename: str, server_version: str
+) -> Manifest:
+    """What a backup written before manifests recorded in its side file (note, consistency,
+    catalog changes), as the who-and-why part of a manifest (``source="archive"``)."""
+    try:
+        details = ctx.folder(tenant).details(filename)
+    except DaaiBackupError:
+        details = {}
+    note, changes = details.get("note"), details.get("catalog_changes")
+    name = BackupName.parse(filename)
+    return Manifest(
+        tenant=tenant.id,
+        file=filename,
+        label=name.frequency,
+        taken_at=name.taken_at,
+        cluster_time=None,
+        actor=None,
+        note=note if isinstance(note, str) else None,
+        key_fingerprint=None,
+        stored_bytes=0,
+        plain_bytes=0,
+        data_bytes=0,
+        documents=0,
+        consistency=str(details.get("consistency") or "unknown"),
+        server_version=str(details.get("server_version") or server_version),
+        source="archive",
+        catalog_changes=tuple(str(c) for c in changes) if isinstance(changes, list) else (),
+    )
+
+
+def _store_manifest(ctx: EngineContext, tenant: Tenant, manifest: Manifest) -> None:
+    """Store a manifest built from its archive, under the tenant's lease; idempotent.
+
+    Stored only while the backup still has none (another run may have written it meanwhile:
+    manifests are immutable) and still exists (``ObjectNotFound`` otherwise).
+    """
+    master = ctx.settings.keyring.require_current()
+    folder = ctx.folder(tenant)
+    with ctx.exclusive(tenant, "manifest", detail=manifest.file):
+        if _stored_manifest(ctx, tenant, manifest.file) is None:
+            folder.put_manifest(manifest.file, seal(manifest, master))
+
+
+def _store_manifest_quietly(ctx: EngineContext, tenant: Tenant, manifest: Manifest) -> None:
+    """:func:`_store_manifest` for verify: a manifest it cannot store is logged, not raised
+    (the verification itself succeeded; the next one tries again)."""
+    try:
+        _store_manifest(ctx, tenant, manifest)
+    except DaaiBackupError as exc:
+        logger.warning(
+            "tenant %s: the manifest of %s was built but not stored: %s",
+            tenant.id,
+            manifest.file,
+            exc,
+        )
+
+
+def manifest_of(ctx: EngineContext, tenant: Tenant, filename: str) -> Manifest:
+    """What one of the tenant's backups holds: its stored manifest, read in one request.
+
+    A backup without one (written before manifests) is read whole once, its manifest built
+    from the archive and stored (under the tenant's lease; idempotent), so the next call is
+    instant. Refuses a file that is not one of this tenant's backups (``ObjectNotFound``,
+    ``InvalidName``) and a stored manifest that is not the backup's own (``ManifestMismatch``).
+    """
+    entry = describe_backup(ctx, tenant, filename)
+    stored = _stored_manifest(ctx, tenant, filename)
+    if stored is not None:
+        return stored
+    built = _manifest_from_backup(ctx, tenant, entry)
+    _store_manifest(ctx, tenant, built)
+    return built
 
 
 def _record_verification(
@@ -694,20 +1016,15 @@ def verification_status(
     good_for: timedelta | None = None,
     now: datetime | None = None,
 ) -> VerificationStatus:
-    """The verification records of ``entries``.
+    """The verification records of ``entries`` (as the listing gave them: no request).
 
     A record only counts while the backup's size is still the size that was verified (a file
     replaced since is not known anything). With ``good_for``, a good result older than that
     no longer counts as good (storage can rot in place without changing a file's size); a
     bad result always counts.
     """
-    sizes = {e.file: e.size_bytes for e in entries}
     moment = now or datetime.now(UTC)
-    records = {
-        name: r
-        for name, r in ctx.folder(tenant).verifications().items()
-        if sizes.get(name) == r.size_bytes
-    }
+    records = {e.file: r for e in entries if (r := e.verification) is not None}
     return VerificationStatus(
         good=frozenset(
             n
@@ -756,12 +1073,13 @@ def key_problem(ctx: EngineContext) -> str | None:
 
 
 def tenant_facts(ctx: EngineContext, tenant: Tenant) -> TenantFacts:
-    """What storage says about one tenant for the fleet view: one listing, the verification
-    records and the bytes used (read errors are kept, not raised)."""
+    """What storage says about one tenant for the fleet view: one listing (verification
+    results and strays included) and the bytes used (read errors are kept, not raised)."""
     from daai_backup.fleet import TenantFacts
 
     try:
-        entries = list_backups(ctx, tenant)
+        listing = folder_listing(ctx, tenant)
+        entries = listing.entries
         status = verification_status(ctx, tenant, entries)
         safety = sum(e.size_bytes for e in entries if e.frequency == policy.PRE_RESTORE)
         used = ctx.folder(tenant).usage_bytes()
@@ -770,7 +1088,12 @@ def tenant_facts(ctx: EngineContext, tenant: Tenant) -> TenantFacts:
     usage = QuotaReport.from_quota_mb(
         max(0, used - safety), tenant.storage_quota_mb, outside_quota_bytes=safety
     )
-    return TenantFacts(entries=tuple(entries), known_bad=status.bad, usage=usage)
+    return TenantFacts(
+        entries=tuple(entries),
+        known_bad=status.bad,
+        usage=usage,
+        strays=tuple(s.describe() for s in listing.strays),
+    )
 
 
 def fleet_view(
@@ -838,9 +1161,9 @@ def set_hold(
 ) -> None:
     """Hold (pin) or release one of the tenant's backups, holding the tenant's lease.
 
-    A hold moves the file out of the retention pool in several steps; under the lease no
-    retention or backup of the tenant runs meanwhile (one could otherwise delete the file
-    between the copy and the delete of the move).
+    A hold is a marker beside the backup (one write; a backup held the legacy way, in
+    ``held/``, is moved back in several steps); under the lease no retention or backup of
+    the tenant runs meanwhile (one could otherwise delete the file between two steps).
     """
     from daai_backup.lease import tenant_lease
 
@@ -869,10 +1192,223 @@ def delete_backup(ctx: EngineContext, tenant: Tenant, filename: str) -> None:
         ctx.folder(tenant).delete(filename)
 
 
+# --- Restore copies: a backup loaded into a database of its own, for inspection ----------
+
+
+@dataclass(frozen=True)
+class CopyOutcome:
+    """What :func:`restore_copy` loaded."""
+
+    tenant_id: str
+    file: str
+    database: str
+    collections: int
+    documents: int
+    views: int
+    expires_at: datetime
+    duration_s: float
+
+
+def _check_copy_name(ctx: EngineContext, into: str) -> None:
+    from daai_backup.mongo.copies import check_copy_name
+
+    check_copy_name(
+        into,
+        control_database=ctx.settings.control_database,
+        tenant_databases=[t.database for t in ctx.registry.values()],
+    )
+
+
+def preflight_copy(
+    ctx: EngineContext,
+    tenant: Tenant,
+    filename: str,
+    into: str,
+    *,
+    actor: str | None,
+    replace: bool = False,
+) -> BackupEntry:
+    """Refuse a restore into a copy that must not start; the backup's entry.
+
+    In order: the actor's ``restore`` permission (a copy shows the tenant's data); the copy's
+    database name (:func:`daai_backup.mongo.copies.check_copy_name`: MongoDB's rules, its own
+    and the control database, every tenant's live database, case-insensitively); the file is
+    one of this tenant's backups, readable with the configured keys (a legacy backup needs
+    none: no safety backup is taken); and the target database is new, or this tenant's copy
+    and ``replace`` (:func:`daai_backup.mongo.copies.check_target`). Nothing is changed.
+    """
+    from daai_backup.mongo.copies import check_target
+
+    tenant.require(actor, "restore")
+    _check_copy_name(ctx, into)
+    entry = describe_backup(ctx, tenant, filename)
+    check_key_can_read(ctx, tenant, filename)
+    check_target(ctx.mongo_client, into, tenant=tenant.id, replace=replace)
+    return entry
+
+
+def restore_copy(
+    ctx: EngineContext,
+    tenant: Tenant,
+    filename: str,
+    into: str,
+    *,
+    actor: str | None,
+    replace: bool = False,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+    _fail_at: str | None = None,
+) -> CopyOutcome:
+    """Load one of the tenant's backups into the new database ``into``, for inspection.
+
+    The live database is never touched, so there is no safety backup and no confirmation;
+    the actor needs ``restore`` (:func:`preflight_copy` refuses first, in one line). The copy
+    is exactly the backup's state (collections, views, indexes, options, validators) plus
+    its marker (:mod:`daai_backup.mongo.copies`), and expires ``copy_ttl_days`` after
+    ``now``. Under the tenant's lease (retention cannot delete the backup mid-read; the
+    sweep can tell a killed load from a running one). A load that fails drops the whole
+    database; one that is killed leaves a marker saying ``loading``, listed as incomplete and
+    dropped by the next sweep. ``_fail_at`` is the restore's crash seam, for tests.
+    """
+    from daai_backup.mongo import copies, swap_staged
+    from daai_backup.mongo import stage_restore as _stage_restore
+
+    started = time.monotonic()
+    entry = preflight_copy(ctx, tenant, filename, into, actor=actor, replace=replace)
+    now = now or datetime.now(UTC)
+    expires_at = now + timedelta(days=ctx.settings.copy_ttl_days)
+    client = ctx.mongo_client
+    with ctx.exclusive(tenant, "copy", detail=f"{filename} into {into}") as lease:
+        run = copies.claim(
+            client,
+            into,
+            tenant=tenant.id,
+            file=filename,
+            actor=actor,
+            created_at=now,
+            expires_at=expires_at,
+            replace=replace,
+        )
+        try:
+            with ctx.folder(tenant).open(filename) as stored:
+                counted = CountingReader(
+                    stored,
+                    on_progress=(lambda done: progress(done, entry.size_bytes))
+                    if progress
+                    else None,
+                )
+                plain = open_plaintext(
+                    cast(BinaryIO, counted),
+                    ctx.settings.keyring,
+                    tenant.id,
+                    name=filename,
+                    encrypted=entry.encrypted,
+                )
+                staged = _stage_restore(client, into, open_gzip_reader(plain), _fail_at=_fail_at)
+            lease.check()
+            result = swap_staged(client, into, staged, _fail_at=_fail_at)
+            copies.complete(
+                client,
+                into,
+                run,
+                collections=len(result.collections),
+                documents=result.total_documents,
+            )
+        except Exception:
+            # Nothing of a failed load may pass for a copy. (A killed process cannot get
+            # here: its marker says "loading" and the sweep drops it.)
+            try:
+                copies.drop_copy(client, into, run=run)
+            except DaaiBackupError as exc:
+                logger.warning("failed copy %s of %s not dropped: %s", into, tenant.id, exc)
+            raise
+    return CopyOutcome(
+        tenant_id=tenant.id,
+        file=filename,
+        database=into,
+        collections=len(result.collections),
+        documents=result.total_documents,
+        views=len(result.views),
+        expires_at=expires_at,
+        duration_s=time.monotonic() - started,
+    )
+
+
+def _copy_skip(ctx: EngineContext) -> list[str]:
+    """Databases never read for a copy marker: the control database and tenant databases."""
+    return [ctx.settings.control_database, *(t.database for t in ctx.registry.values())]
+
+
+def list_copies(ctx: EngineContext, tenant: Tenant) -> list[CopyInfo]:
+    """The tenant's restore copies (only its own), by database name, incomplete ones too."""
+    from daai_backup.mongo.copies import find_copies
+
+    return [c for c in find_copies(ctx.mongo_client, skip=_copy_skip(ctx)) if c.tenant == tenant.id]
+
+
+def drop_copy(ctx: EngineContext, tenant: Tenant, into: str, *, actor: str | None) -> CopyInfo:
+    """Drop one of the tenant's copies before it expires (``restore`` permission); what it was.
+
+    Refuses a database that is not a copy of this tenant (a tenant's database, another
+    tenant's copy, any other database) without saying whose it is.
+    """
+    from daai_backup.mongo import copies
+
+    tenant.require(actor, "restore")
+    _check_copy_name(ctx, into)
+    with ctx.exclusive(tenant, "copy", detail=f"dropping {into}"):
+        info = copies.read_copy(ctx.mongo_client, into)
+        if info is None or info.tenant != tenant.id:
+            raise CopyRefused(
+                f"{into!r} is not a copy of tenant {tenant.id!r}: `daai-backup copies --tenant "
+                f"{tenant.id}` lists its copies (nothing changed)"
+            )
+        copies.drop_copy(ctx.mongo_client, into, run=info.run)
+    return info
+
+
+def drop_expired_copies(ctx: EngineContext, *, now: datetime | None = None) -> list[CopyInfo]:
+    """Drop every copy on the cluster that has expired or whose load was killed; the dropped.
+
+    Each under its tenant's lease, taken without waiting: a copy whose tenant is busy (a
+    backup, a copy being loaded) is left for the next sweep. Under the lease no load of that
+    tenant runs, so a marker still saying ``loading`` is a killed load's. The marker is read
+    again under the lease, and only that run's copy is dropped.
+    """
+    from daai_backup.lease import tenant_lease
+    from daai_backup.mongo import copies
+
+    moment = now or datetime.now(UTC)
+    client = ctx.mongo_client
+    dropped: list[CopyInfo] = []
+    for info in copies.find_copies(client, skip=_copy_skip(ctx)):
+        if info.ready and not info.expired(moment):
+            continue
+        try:
+            with tenant_lease(
+                client,
+                ctx.settings,
+                info.tenant,
+                "copy-expiry",
+                detail=info.database,
+                wait_seconds=0,
+            ):
+                again = copies.read_copy(client, info.database)
+                if again is None or (again.ready and not again.expired(moment)):
+                    continue
+                if copies.drop_copy(client, info.database, run=again.run):
+                    dropped.append(again)
+        except LeaseError as exc:
+            logger.info("copy %s left for the next sweep: %s", info.database, exc)
+    return dropped
+
+
 __all__ = [
     "BAD_FILE_ERRORS",
     "BackupOutcome",
+    "CopyOutcome",
     "EngineContext",
+    "ImportOutcome",
     "Progress",
     "RestoreOutcome",
     "StagedOutcome",
@@ -884,18 +1420,26 @@ __all__ = [
     "delete_backup",
     "describe_backup",
     "discard_restore",
+    "drop_copy",
+    "drop_expired_copies",
     "estimate_backup_bytes",
     "finish_interrupted_restore",
     "fleet_view",
+    "folder_listing",
+    "import_archive",
     "key_problem",
     "list_backups",
+    "list_copies",
     "load_context",
+    "manifest_of",
     "next_backup",
     "preflight_backup",
+    "preflight_copy",
     "preflight_restore",
     "quota_report",
     "read_backup_header",
     "remove_leftovers",
+    "restore_copy",
     "restore_tenant",
     "set_hold",
     "stage_restore",

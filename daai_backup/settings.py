@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from daai_backup.errors import ConfigError
 
 if TYPE_CHECKING:
-    from daai_backup.keys import Keyring
+    from daai_backup.format.keys import Keyring
 
 DEFAULT_MONGODB_URI = "mongodb://127.0.0.1:27017/"
 
@@ -77,6 +77,21 @@ class Settings(BaseSettings):
         le=24 * 60,
         description="scheduled backups start within this window after 01:00 tenant time",
     )
+    verify_drill_days: int = Field(
+        default=7,
+        ge=0,
+        le=366,
+        description="the verify deployment reads every tenant's newest backup whole this "
+        "often (days, at 05:00 in the default time zone); 0: no scheduled drill",
+    )
+
+    copy_ttl_days: float = Field(
+        default=3,
+        gt=0,
+        le=365,
+        description="days a restore copy (`restore --into`) lives before the retention sweep "
+        "drops it",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -113,7 +128,7 @@ class Settings(BaseSettings):
         Having no current key is not an error here: legacy plaintext restores still work,
         and backups ask ``keyring.require_current()``.
         """
-        from daai_backup.keys import Keyring
+        from daai_backup.format.keys import Keyring
 
         current = (
             self.backup_encryption_key.get_secret_value().strip() or None

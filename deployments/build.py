@@ -8,10 +8,11 @@ deployment                  parameters                              schedule
 ``backup/backup-<tenant>``  ``{tenant, label: manual}``             RRule with ``{label: <freq>}``
 ``restore/restore``         given per run (tenant, file, actor...)  none
 ``retention/retention``     given per run (tenant, dry_run)         none
-``verify/verify``           given per run (tenant, file)            none
+``verify/verify``           given per run (tenant, file)            weekly drill, 05:00 Mon
 ``retention-sweep/...``     none                                    daily, 04:00 default tz
 ``sync-schedules/...``      ``{work_pool}``                         hourly
 ``fleet/fleet``             none                                    every 15 minutes
+``diff/diff``               given per run (tenant, a, b, actor...)  none
 ==========================  ======================================  ==========================
 
 One backup deployment per tenant keeps "Backup Now", the run history and pausing per tenant
@@ -59,7 +60,8 @@ BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY, FLEET = (
     "verify",
     "fleet",
 )
-ROLES: Final = (BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY, FLEET)
+DIFF: Final = "diff"
+ROLES: Final = (BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY, FLEET, DIFF)
 
 FLOW_OBJECTS: Final[dict[str, str]] = {
     BACKUP: "flows.backup:backup",
@@ -69,11 +71,15 @@ FLOW_OBJECTS: Final[dict[str, str]] = {
     SYNC: "flows.sync:sync_schedules",
     VERIFY: "flows.verify:verify",
     FLEET: "flows.fleet:fleet",
+    DIFF: "flows.inspect:diff",
 }
 """Where each role's flow object lives (``module:attribute``)."""
 
 RETENTION_SWEEP_HOUR: Final = 4
 """The daily sweep runs at 04:00 in the default time zone, after the backup window."""
+
+VERIFY_DRILL_HOUR: Final = 5
+"""The verify drill runs at 05:00 in the default time zone, after the retention sweep."""
 
 FLEET_EVERY_MINUTES: Final = 15
 """The fleet view is recomputed (and overdue tenants noticed) this often."""
@@ -145,8 +151,8 @@ def tenant_spec(tenant: Tenant, *, settings: Settings, now: datetime) -> Deploym
 
 
 def operation_specs(settings: Settings, *, work_pool: str | None) -> list[DeploymentSpec]:
-    """The tenant-independent deployments: restore, retention, verify, the sweep, the sync
-    and the fleet view."""
+    """The tenant-independent deployments: restore, retention, verify, the sweep, the sync,
+    the fleet view and the diff."""
     return [
         DeploymentSpec(
             role=RESTORE,
@@ -167,10 +173,12 @@ def operation_specs(settings: Settings, *, work_pool: str | None) -> list[Deploy
         DeploymentSpec(
             role=VERIFY,
             name=VERIFY,
+            schedules=_drill_schedules(settings),
             tags=(MANAGED_TAG, "operation:verify"),
             description=(
                 "Restore drill without a database: read a tenant's backups whole and check "
-                "every tag and CRC (file empty: every backup)."
+                "every tag and CRC (file empty: every backup; tenant empty: the newest backup "
+                "of every tenant, which the schedule runs)."
             ),
         ),
         DeploymentSpec(
@@ -207,7 +215,31 @@ def operation_specs(settings: Settings, *, work_pool: str | None) -> list[Deploy
                 "first backup) as the 'fleet' table; posts tenants that become overdue or failing."
             ),
         ),
+        DeploymentSpec(
+            role=DIFF,
+            name=DIFF,
+            tags=(MANAGED_TAG, "operation:diff"),
+            description=(
+                "What differs between two backups of a tenant (b: another backup, or live): "
+                "documents added, removed, changed per collection, indexes and options. "
+                "Read only; the actor needs the restore permission."
+            ),
+            required=("actor",),
+        ),
     ]
+
+
+def _drill_schedules(settings: Settings) -> tuple[Schedule, ...]:
+    """The verify drill's schedule (none when ``verify_drill_days`` is 0)."""
+    days = settings.verify_drill_days
+    if days == 0:
+        return ()
+    every = "weekly" if days == 7 else f"every-{days}-days"
+    return (
+        schedules.every_days_schedule(
+            days, VERIFY_DRILL_HOUR, settings.timezone, slug=f"verify-drill-{every}"
+        ),
+    )
 
 
 def desired_specs(

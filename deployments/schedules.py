@@ -10,8 +10,8 @@ per-tenant offset, every N calendar days from a fixed anchor::
   processes and machines (unlike ``hash()``), roughly uniform over the window, so thousands of
   tenants do not start at the same minute.
 - The offset, the anchor and the fire times themselves live in the engine
-  (:mod:`daai_backup.schedule_times`, which the fleet view and the CLI use to say when the next
-  backup runs); this module only renders them as Prefect schedules.
+  (:mod:`daai_backup.policy.schedule_times`, which the fleet view and the CLI use to say
+  when the next backup runs); this module only renders them as Prefect schedules.
 - The anchor is a fixed date (:data:`EPOCH`), so a 3-day schedule keeps its 3-day rhythm over
   month ends (a cron ``*/3`` would restart on the 1st) and re-registering never shifts it.
 - Why not ``Interval`` (measured on Prefect 3.9 with the server's own schedule code): an
@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo
 from prefect.schedules import Interval, RRule, Schedule
 
 from daai_backup import policy
-from daai_backup.schedule_times import (
+from daai_backup.policy.schedule_times import (
     EPOCH,
     anchor_date,
     anchor_wall_time,
@@ -56,6 +56,7 @@ __all__ = [
     "daily_schedule",
     "day_rrule",
     "describe_backup_schedule",
+    "every_days_schedule",
     "every_minutes_schedule",
     "hourly_schedule",
     "next_run_times",
@@ -126,6 +127,13 @@ def daily_schedule(hour: int, timezone: str, slug: str, minute: int = 0) -> Sche
     """Once a day at ``hour:minute`` local (for the retention sweep)."""
     anchor = datetime.combine(EPOCH, time(hour, minute))
     return RRule(day_rrule(anchor, 1), timezone=timezone, slug=slug)
+
+
+def every_days_schedule(days: int, hour: int, timezone: str, slug: str) -> Schedule:
+    """Every ``days`` days at ``hour``:00 local, counted from :data:`EPOCH` (a Monday), so a
+    weekly schedule runs on Mondays (for the verify drill)."""
+    anchor = datetime.combine(EPOCH, time(hour, 0))
+    return RRule(day_rrule(anchor, days), timezone=timezone, slug=slug)
 
 
 def hourly_schedule(slug: str, minute: int = 5) -> Schedule:

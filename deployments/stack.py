@@ -106,7 +106,7 @@ def read_env_key(env_file: Path) -> str | None:
 
 def ensure_dev_key(env_file: Path) -> bool:
     """Append a fresh key to ``env_file`` unless one is there; True when one was made."""
-    from daai_backup.keys import generate_master_key
+    from daai_backup.format.keys import generate_master_key
 
     if read_env_key(env_file) is not None or os.environ.get(KEY_VAR):
         return False

@@ -15,15 +15,15 @@ from prefect.artifacts import create_progress_artifact
 from prefect.states import Completed
 
 from daai_backup import policy
-from daai_backup.catalog import human_size
 from daai_backup.errors import InvalidName, KeyMissing, SubscriptionSuspended
 from daai_backup.operations import EngineContext
+from daai_backup.repository.catalog import human_size
 from daai_backup.tenants import Tenant
 from flows.common import engine, publish_backup_list, publish_key_missing, tag_this_run
 from flows.refusals import one_line_refusals
 from flows.retention import retention
 from tasks.backup import backup_tenant, preflight_backup
-from tasks.catalog import list_backups, remove_leftovers
+from tasks.catalog import folder_listing, remove_leftovers
 from tasks.common import cluster_slot, tenant_lock
 from tasks.restore import clean_abandoned_restore
 
@@ -60,7 +60,7 @@ def take_backup(
                     0.0, description=f"{label} backup of {tenant.id}: bytes written"
                 ),
             )
-            outcome = backup_tenant(ctx, tenant, label, note, expected, progress)
+            outcome = backup_tenant(ctx, tenant, label, note, expected, progress, actor)
         published = False
         if label != policy.PRE_RESTORE:
             # Not for a safety backup: retention could delete the very file being restored.
@@ -69,7 +69,9 @@ def take_backup(
                 logger.error("tenant %s: retention after the backup failed: %s", tenant.id, state)
             published = state.is_completed()  # it published the list after its deletes
         if not published:
-            publish_backup_list(ctx, tenant, list_backups(ctx, tenant))
+            listing = folder_listing(ctx, tenant)
+            strays = [s.describe() for s in listing.strays]
+            publish_backup_list(ctx, tenant, listing.entries, strays=strays)
     return {
         "tenant": tenant.id,
         "file": outcome.entry.file,
@@ -106,6 +108,10 @@ def backup(
         if label == policy.PRE_RESTORE:
             raise InvalidName(
                 "pre-restore backups are taken by the restore flow; use 'manual' or a schedule"
+            )
+        if label == policy.IMPORTED:
+            raise InvalidName(
+                "imported backups come from `daai-backup import`; use 'manual' or a schedule"
             )
         try:
             return take_backup(ctx, who, label, actor=actor, note=note)

@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from daai_backup import catalog, operations
-from daai_backup.catalog import BackupEntry
+from daai_backup import operations
 from daai_backup.fleet import backup_list_description
 from daai_backup.operations import EngineContext
+from daai_backup.repository import catalog
+from daai_backup.repository.catalog import BackupEntry
 from daai_backup.tenants import Tenant
 
 
@@ -41,6 +42,7 @@ def backup_list_artifact(
     *,
     known_bad: Iterable[str] = (),
     now: datetime | None = None,
+    strays: Sequence[str] = (),
 ) -> tuple[str, list[dict[str, str]], str]:
     """(key, rows, description) of the tenant's backup list as it should be published now.
 
@@ -57,6 +59,7 @@ def backup_list_artifact(
         default_timezone=ctx.settings.timezone,
         spread_minutes=ctx.settings.schedule_spread_minutes,
         known_bad=known_bad,
+        strays=strays,
     )
     if rows:
         description += "\n\n" + markdown_table(rows[:LIST_ROWS_IN_DESCRIPTION])
@@ -94,6 +97,7 @@ def publish_backup_list(
     *,
     known_bad: Iterable[str] = (),
     now: datetime | None = None,
+    strays: Sequence[str] = (),
 ) -> None:
     """The tenant's backup list as the keyed table artifact ``backups-<tenant>``.
 
@@ -103,7 +107,7 @@ def publish_backup_list(
     scheduled run). See ``docs/operations.md`` ("The fleet view").
     """
     key, rows, description = backup_list_artifact(
-        ctx, tenant, entries, known_bad=known_bad, now=now
+        ctx, tenant, entries, known_bad=known_bad, now=now, strays=strays
     )
     create_table_artifact(rows, key=key, description=description)
 

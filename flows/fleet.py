@@ -240,7 +240,7 @@ def fleet() -> dict[str, Any]:
             if facts is None or facts.error is not None:
                 continue
             key, rows, description = backup_list_artifact(
-                ctx, tenant, facts.entries, known_bad=facts.known_bad, now=now
+                ctx, tenant, facts.entries, known_bad=facts.known_bad, now=now, strays=facts.strays
             )
             current = published.get(key)
             if (

@@ -17,9 +17,9 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field, create_model
 
-from daai_backup.catalog import BackupEntry, human_size, newest_first
 from daai_backup.errors import ObjectNotFound
 from daai_backup.operations import EngineContext
+from daai_backup.repository.catalog import BackupEntry, human_size, newest_first
 from daai_backup.tenants import Tenant
 from flows.common import local_time
 

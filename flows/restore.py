@@ -3,6 +3,10 @@ tenant lease, finish an earlier restore that stopped mid-swap, take the pre-rest
 backup (a subflow) and run the staged restore, checking the lease right before the swap.
 
 Nothing changes before the confirmation, and nothing live changes if the safety backup fails.
+
+With ``into``, the backup is loaded into a copy instead (a new database, for inspection;
+:func:`daai_backup.operations.restore_copy`): the live database is untouched, so there is no
+confirmation and no safety backup, only the permission check and the copy's own refusals.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from daai_backup.catalog import BackupEntry
 from daai_backup.errors import ConfirmationMismatch, ConfirmationTimeout
 from daai_backup.lease import format_duration
 from daai_backup.operations import EngineContext
+from daai_backup.repository import catalog
+from daai_backup.repository.catalog import BackupEntry
 from daai_backup.tenants import Tenant
 from flows.backup import pre_restore_backup
 from flows.common import engine, local_time
@@ -27,6 +32,7 @@ from flows.pick_backup import ask_which_backup
 from flows.refusals import one_line_refusals
 from tasks.catalog import describe_backup, list_backups
 from tasks.common import tenant_lock
+from tasks.copies import preflight_copy, restore_copy
 from tasks.restore import (
     discard_restore,
     finish_interrupted_restore,
@@ -136,8 +142,11 @@ def restore(
     actor: str | None = None,
     confirm_workspace_name: str | None = None,
     confirm_timeout_seconds: int = 3600,
+    into: str | None = None,
+    replace: bool = False,
 ) -> dict[str, Any]:
-    """Restore one of the tenant's backups after confirmation and a safety backup.
+    """Restore one of the tenant's backups after confirmation and a safety backup, or load
+    it into a copy for inspection.
 
     Args:
         tenant: The tenant's id, e.g. acme-hr.
@@ -148,6 +157,11 @@ def restore(
             what will be restored and asked to type it in a form.
         confirm_timeout_seconds: How long the forms wait for an answer before the restore
             is cancelled with nothing changed.
+        into: Load the backup into this new database instead, for inspection (e.g.
+            acme_hr_copy): the live workspace is untouched, so nothing is confirmed and no
+            safety backup is taken. The copy is dropped after DAAI_BACKUP_COPY_TTL_DAYS days
+            (3 by default). Leave empty to restore the workspace itself.
+        replace: With into: replace a copy of this tenant that already has that name.
     """
     logger = get_run_logger()
     with engine() as ctx:
@@ -155,6 +169,8 @@ def restore(
         if file is None:
             who.require(actor, "restore")  # the list shows the tenant's data: check first
             file = ask_which_backup(ctx, who, list_backups(ctx, who), confirm_timeout_seconds)
+        if into is not None:
+            return load_copy(ctx, who, file, into, actor, replace)
         # Everything that can be checked is checked before anyone is asked to confirm.
         entry = preflight_restore(ctx, who, file, actor)
         if confirm_workspace_name is None:
@@ -208,3 +224,36 @@ def restore(
             "collections": outcome.collections,
             "documents": outcome.documents,
         }
+
+
+def load_copy(
+    ctx: EngineContext, tenant: Tenant, file: str, into: str, actor: str | None, replace: bool
+) -> dict[str, Any]:
+    """The restore flow's ``into`` branch: refuse early, load the copy, say where it is."""
+    entry = preflight_copy(ctx, tenant, file, into, actor, replace)
+    outcome = restore_copy(ctx, tenant, file, into, actor, replace)
+    when = local_time(ctx, tenant, entry)
+    expires = outcome.expires_at.astimezone(catalog.zone(ctx.timezone(tenant)))
+    create_markdown_artifact(
+        "\n".join(
+            [
+                f"## Copy of {tenant.workspace_name} as of {when}: `{into}`",
+                "",
+                f"- Loaded from `{file}` by {actor}; the live workspace was not touched",
+                f"- {outcome.collections} collections, {outcome.documents} documents, "
+                f"{outcome.views} views, in {outcome.duration_s:.1f} s",
+                f"- **Expires {expires:%Y-%m-%d %H:%M %Z}**: the retention sweep drops it then "
+                f"(`daai-backup copies --tenant {tenant.id} --drop {into}` drops it sooner)",
+            ]
+        ),
+        key=f"restore-copy-{tenant.id}",
+        description=f"Copy of {tenant.id} from {file} in database {into}",
+    )
+    return {
+        "tenant": tenant.id,
+        "file": file,
+        "into": into,
+        "expires_at": outcome.expires_at.isoformat(),
+        "collections": outcome.collections,
+        "documents": outcome.documents,
+    }

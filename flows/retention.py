@@ -1,6 +1,6 @@
-"""Retention: plan (pure, :func:`daai_backup.retention.plan`), then delete, under the tenant's
-lease (checked before each delete); and a sweep over every tenant that carries on past one
-tenant's failure."""
+"""Retention: plan (pure, :func:`daai_backup.policy.retention.plan`), then delete, under the
+tenant's lease (checked before each delete); and a sweep over every tenant that carries on
+past one tenant's failure, and then drops the restore copies that have expired."""
 
 from __future__ import annotations
 
@@ -10,15 +10,17 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from daai_backup import retention as rules
-from daai_backup.catalog import BackupEntry, human_size, newest_first
 from daai_backup.errors import DaaiBackupError
+from daai_backup.mongo.copies import CopyInfo
 from daai_backup.operations import BAD_FILE_ERRORS, EngineContext
+from daai_backup.policy import retention as rules
+from daai_backup.repository.catalog import BackupEntry, human_size, newest_first
 from daai_backup.tenants import Tenant
 from flows.common import engine, local_time, publish_backup_list
 from flows.refusals import one_line_refusals
-from tasks.catalog import delete_backup, list_backups, remove_leftovers, verification_status
+from tasks.catalog import delete_backup, folder_listing, remove_leftovers, verification_status
 from tasks.common import tenant_lock
+from tasks.copies import drop_expired_copies
 from tasks.restore import clean_abandoned_restore
 from tasks.verify import verify_backup
 
@@ -75,7 +77,7 @@ def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dic
             remove_leftovers(ctx, tenant)
             clean_abandoned_restore(ctx, tenant)
         # A listing that fails raises here: nothing is planned, nothing deleted.
-        entries = list_backups(ctx, tenant)
+        entries = folder_listing(ctx, tenant).entries
         active = tenant.active_frequency()
         now = datetime.now(UTC)
         status = verification_status(ctx, tenant, entries, now)
@@ -103,7 +105,7 @@ def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dic
             logger.info(
                 "tenant %s: keep %s (%s)", tenant.id, entry.file, decided.reasons[entry.file]
             )
-        remaining = entries if dry_run else list_backups(ctx, tenant)
+        remaining = folder_listing(ctx, tenant)
 
     verb = "would delete" if dry_run else "deleted"
     rows = [
@@ -123,7 +125,13 @@ def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dic
         key=f"retention-{tenant.id}",
         description=f"Retention of {tenant.id} ({active} active){' — dry run' if dry_run else ''}",
     )
-    publish_backup_list(ctx, tenant, remaining, known_bad=bad)
+    publish_backup_list(
+        ctx,
+        tenant,
+        remaining.entries,
+        known_bad=bad,
+        strays=[s.describe() for s in remaining.strays],
+    )
     if failed:
         raise DaaiBackupError(
             f"retention of tenant {tenant.id!r}: {len(failed)} of {len(decided.delete)} deletes "
@@ -148,7 +156,8 @@ def retention(tenant: str, dry_run: bool = False) -> dict[str, Any]:
 @one_line_refusals
 @flow(name="retention-sweep", persist_result=False)
 def retention_sweep(dry_run: bool = False) -> dict[str, Any]:
-    """Retention for every tenant; one tenant's failure does not stop the others."""
+    """Retention for every tenant, then drop the restore copies that expired (or whose load
+    was killed); one tenant's failure does not stop the others."""
     logger = get_run_logger()
     with engine() as ctx:
         tenant_ids = list(ctx.registry)
@@ -161,8 +170,24 @@ def retention_sweep(dry_run: bool = False) -> dict[str, Any]:
         else:
             failed[tenant_id] = state.message or state.name or "failed"
             logger.error("retention of %s failed: %s", tenant_id, failed[tenant_id])
+    dropped: list[CopyInfo] = []
+    if not dry_run:
+        with engine() as ctx:
+            try:
+                dropped = drop_expired_copies(ctx)
+            except DaaiBackupError as exc:
+                failed["restore copies"] = str(exc)
+                logger.error("expired restore copies not dropped: %s", exc)
+    copies = [
+        {
+            "Tenant": c.tenant,
+            "Result": f"copy {c.database} dropped ({'expired' if c.ready else 'incomplete load'})",
+        }
+        for c in dropped
+    ]
     create_table_artifact(
         [{"Tenant": t, "Result": "ok"} for t in done]
+        + copies
         + [{"Tenant": t, "Result": f"failed: {m}"} for t, m in failed.items()],
         key="retention-sweep",
         description=f"Retention over {len(tenant_ids)} tenants",
@@ -172,4 +197,8 @@ def retention_sweep(dry_run: bool = False) -> dict[str, Any]:
             f"retention failed for {len(failed)} of {len(tenant_ids)} tenants: "
             + "; ".join(f"{t}: {m}" for t, m in failed.items())
         )
-    return {"tenants": done, "failed": failed}
+    return {
+        "tenants": done,
+        "failed": failed,
+        "copies_dropped": [c.database for c in dropped],
+    }

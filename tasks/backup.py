@@ -10,8 +10,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import update_progress_artifact
 
 from daai_backup import operations
-from daai_backup.catalog import human_size
 from daai_backup.operations import BackupOutcome, EngineContext
+from daai_backup.repository.catalog import human_size
 from daai_backup.tenants import Tenant
 from tasks.common import DATA_TASK, RETRIES, report_progress, retry_if_transient
 
@@ -65,8 +65,9 @@ def backup_tenant(
     note: str | None,
     expected_bytes: int,
     progress_artifact: UUID | None = None,
+    actor: str | None = None,
 ) -> BackupOutcome:
-    """Take one full backup of the tenant's database into its folder (under its lease)."""
+    """Take one full backup of the tenant's database and its manifest (under its lease)."""
     logger = get_run_logger()
     last = [0.0]
 
@@ -82,6 +83,7 @@ def backup_tenant(
         ctx,
         tenant,
         label,
+        actor=actor,
         note=note,
         progress=progress,
         expected_bytes=expected_bytes,

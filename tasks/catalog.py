@@ -7,8 +7,9 @@ from datetime import datetime, timedelta
 from prefect import get_run_logger, task
 
 from daai_backup import operations
-from daai_backup.catalog import BackupEntry, human_size
 from daai_backup.operations import EngineContext
+from daai_backup.repository.catalog import BackupEntry, human_size
+from daai_backup.repository.folder import FolderListing
 from daai_backup.tenants import Tenant
 from tasks.common import DATA_TASK, retry_if_transient
 
@@ -31,6 +32,23 @@ def list_backups(ctx: EngineContext, tenant: Tenant) -> list[BackupEntry]:
     entries = operations.list_backups(ctx, tenant)
     get_run_logger().info("tenant %s: %d backups listed", tenant.id, len(entries))
     return entries
+
+
+@task(
+    name="folder-listing",
+    task_run_name="folder-listing-{tenant.id}",
+    timeout_seconds=LIST_TIMEOUT_SECONDS,
+    retry_condition_fn=retry_if_transient,
+    **DATA_TASK,
+)
+def folder_listing(ctx: EngineContext, tenant: Tenant) -> FolderListing:
+    """The tenant's backups and what else is in its folder; strays are logged as warnings."""
+    listing = operations.folder_listing(ctx, tenant)
+    logger = get_run_logger()
+    logger.info("tenant %s: %d backups listed", tenant.id, len(listing.entries))
+    for stray in listing.strays:
+        logger.warning("tenant %s: db-backups/%s", tenant.id, stray.describe())
+    return listing
 
 
 @task(
@@ -104,3 +122,29 @@ def remove_leftovers(ctx: EngineContext, tenant: Tenant) -> int:
             human_size(freed),
         )
     return freed
+
+
+DESCRIPTION_KEY = "contents-{tenant}"
+"""Key of the markdown artifact saying what a tenant's (newest verified) backup holds."""
+
+
+@task(
+    name="describe-contents",
+    task_run_name="describe-contents-{tenant.id}",
+    timeout_seconds=LIST_TIMEOUT_SECONDS,
+    retry_condition_fn=retry_if_transient,
+    **DATA_TASK,
+)
+def publish_description(ctx: EngineContext, tenant: Tenant, filename: str) -> None:
+    """Publish what one backup holds, from its manifest, as the tenant's contents artifact."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from daai_backup.repository.description import to_markdown
+
+    manifest = operations.manifest_of(ctx, tenant, filename)
+    create_markdown_artifact(
+        to_markdown(manifest, ctx.timezone(tenant), f"What {filename} holds"),
+        key=DESCRIPTION_KEY.format(tenant=tenant.id),
+        description=f"{tenant.id}: what {filename} holds ({manifest.documents:,} documents)",
+    )
+    get_run_logger().info("tenant %s: published what %s holds", tenant.id, filename)

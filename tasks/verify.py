@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from daai_backup import operations
-from daai_backup.catalog import human_size
 from daai_backup.operations import EngineContext, VerifyOutcome
+from daai_backup.repository.catalog import human_size
 from daai_backup.tenants import Tenant
 from tasks.common import DATA_TASK, retry_if_transient
 

@@ -1,4 +1,4 @@
-"""DBK1 test vectors, and DBK1 written from docs/format.md alone (no daai_backup.archive).
+"""DBK1 test vectors, and DBK1 written from docs/format.md alone (no daai_backup.format.dbk1).
 
 Run ``uv run python tests/dbk1_vectors.py`` after a deliberate change to the format: it
 rewrites ``tests/vectors/dbk1.json`` and the test-vector block of ``docs/format.md``. The
@@ -184,8 +184,8 @@ def seal_v1(
 def _seal_v2(
     plaintext: bytes, created_at: datetime, segment_size: int, content_type: int, name: str
 ) -> bytes:
-    from daai_backup.archive import ContentType, EncryptingWriter
-    from daai_backup.keys import parse_master_key
+    from daai_backup.format.dbk1 import ContentType, EncryptingWriter
+    from daai_backup.format.keys import parse_master_key
 
     sink = io.BytesIO()
     with EncryptingWriter(

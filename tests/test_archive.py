@@ -17,17 +17,6 @@ from dbk1_vectors import header_v1, header_v2, parse_v2, seal_v1
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daai_backup.archive import (
-    ENCRYPTED_SUFFIX,
-    LEGACY_SUFFIX,
-    ArchiveHeader,
-    ContentType,
-    EncryptingWriter,
-    check_name_binding,
-    detect_format,
-    open_plaintext,
-    read_header,
-)
 from daai_backup.errors import (
     ArchiveCorrupt,
     ArchiveError,
@@ -38,7 +27,18 @@ from daai_backup.errors import (
     WrongKey,
     WrongTenant,
 )
-from daai_backup.keys import Keyring, MasterKey
+from daai_backup.format.dbk1 import (
+    ENCRYPTED_SUFFIX,
+    LEGACY_SUFFIX,
+    ArchiveHeader,
+    ContentType,
+    EncryptingWriter,
+    check_name_binding,
+    detect_format,
+    open_plaintext,
+    read_header,
+)
+from daai_backup.format.keys import Keyring, MasterKey
 
 KEY = MasterKey(bytes(range(32)))
 OTHER = MasterKey(bytes(range(1, 33)))
@@ -340,7 +340,7 @@ def test_reserved_content_type_round_trip_and_expected_type() -> None:
         unseal(manifest, name="manifest.json")  # a restore expects a backup archive
 
 
-@pytest.mark.parametrize("value", [0, 4, 255])
+@pytest.mark.parametrize("value", [0, 5, 255])
 def test_unknown_content_type_refused(value: int) -> None:
     blob = bytearray(seal(PLAIN))
     blob[67] = value

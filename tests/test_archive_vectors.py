@@ -22,15 +22,15 @@ from dbk1_vectors import (
     seal_v1,
 )
 
-from daai_backup.archive import (
+from daai_backup.errors import NameMismatch
+from daai_backup.format.dbk1 import (
     ContentType,
     EncryptingWriter,
     check_name_binding,
     open_plaintext,
     read_header,
 )
-from daai_backup.errors import NameMismatch
-from daai_backup.keys import Keyring, derive_tenant_key, parse_master_key
+from daai_backup.format.keys import Keyring, derive_tenant_key, parse_master_key
 
 
 def _from_doc() -> list[dict[str, Any]]:

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from rich.console import Console
 
-from daai_backup.catalog import (
+from daai_backup.errors import ConfigError
+from daai_backup.repository.catalog import (
     COLUMNS,
     BackupEntry,
     human_size,
@@ -17,8 +18,8 @@ from daai_backup.catalog import (
     to_dataframe,
     to_json_records,
 )
-from daai_backup.errors import ConfigError
-from daai_backup.names import BackupName
+from daai_backup.repository.names import BackupName
+from daai_backup.repository.verification import VerificationRecord
 
 
 def entry(
@@ -28,14 +29,17 @@ def entry(
     encrypted: bool = True,
     note: str | None = None,
     held: bool = False,
+    verified: VerificationRecord | None = None,
 ) -> BackupEntry:
     name = BackupName(frequency, when, "3f9a1c2b", encrypted)
-    return BackupEntry.from_name(name, size, note=note, held=held)
+    return BackupEntry.from_name(name, size, note=note, held=held, verified=verified)
 
 
 def test_dataframe_columns_and_values_in_kolkata() -> None:
     old = entry(datetime(2026, 11, 12, 1, tzinfo=UTC), "manual", 512, False, note="pre-upgrade")
-    new = entry(datetime(2026, 11, 27, 1, tzinfo=UTC), held=True)
+    at = datetime(2026, 11, 27, 20, tzinfo=UTC)
+    ok = VerificationRecord("15-day_20261127T010000Z_3f9a1c2b.gz.enc", at, True, None, 12_400_000)
+    new = entry(datetime(2026, 11, 27, 1, tzinfo=UTC), held=True, verified=ok)
     df = to_dataframe([old, new], "Asia/Kolkata")
     assert list(df.columns) == list(COLUMNS)
     assert list(df.columns) == [
@@ -46,6 +50,7 @@ def test_dataframe_columns_and_values_in_kolkata() -> None:
         "File",
         "Note",
         "Held",
+        "Verified",
     ]
     first, second = df.to_dict("records")
     assert first == {
@@ -56,12 +61,14 @@ def test_dataframe_columns_and_values_in_kolkata() -> None:
         "File": "15-day_20261127T010000Z_3f9a1c2b.gz.enc",
         "Note": "",
         "Held": "📌 yes",
+        "Verified": "✅ 2026-11-28",  # the day it was verified, in the tenant's zone
     }
     assert second["Date / Time"] == "2026-11-12 06:30 IST"
     assert second["Encrypted"] == "🔓 legacy"
     assert second["File"].endswith(".gz")
     assert second["Note"] == "pre-upgrade"
     assert second["Held"] == ""
+    assert second["Verified"] == ""
     assert second["Size"] == "512 B"
 
 
@@ -97,8 +104,19 @@ def test_repeated_hour_in_new_york_is_told_apart() -> None:
     ]
 
 
+def test_a_verification_shows_only_while_the_size_is_the_one_verified() -> None:
+    when = datetime(2026, 11, 27, 1, tzinfo=UTC)
+    bad = VerificationRecord("f", when, False, "bad tag", 42)
+    assert to_artifact_rows([entry(when, size=42, verified=bad)], "UTC")[0]["Verified"] == (
+        "❌ BAD 2026-11-27"
+    )
+    assert to_artifact_rows([entry(when, size=43, verified=bad)], "UTC")[0]["Verified"] == ""
+
+
 def test_json_records() -> None:
-    e = entry(datetime(2026, 11, 27, 1, tzinfo=UTC), "manual", 42, note="n", held=True)
+    when = datetime(2026, 11, 27, 1, tzinfo=UTC)
+    ok = VerificationRecord("f", when, True, None, 42)
+    e = entry(when, "manual", 42, note="n", held=True, verified=ok)
     assert to_json_records([e], "Asia/Kolkata") == [
         {
             "file": "manual_20261127T010000Z_3f9a1c2b.gz.enc",
@@ -108,6 +126,7 @@ def test_json_records() -> None:
             "encrypted": True,
             "note": "n",
             "held": True,
+            "verified": {"ok": True, "at": "2026-11-27T06:30:00+05:30"},
         }
     ]
 
@@ -155,7 +174,7 @@ def test_unknown_time_zone() -> None:
 def test_render_lines_keeps_every_file_name_whole_for_narrow_terminals() -> None:
     from datetime import UTC, datetime
 
-    from daai_backup.catalog import BackupEntry, render_lines
+    from daai_backup.repository.catalog import BackupEntry, render_lines
 
     entries = [
         BackupEntry(

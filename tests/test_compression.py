@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daai_backup.compression import open_gzip_reader, open_gzip_writer
 from daai_backup.errors import ArchiveCorrupt
+from daai_backup.format.compression import open_gzip_reader, open_gzip_writer
 
 DATA = b"".join(b"{'_id': %d, 'name': 'tenant user %d'}\n" % (i, i % 97) for i in range(20000))
 
@@ -119,8 +119,8 @@ def test_source_errors_pass_through_untranslated() -> None:
 
 
 def test_full_pipeline_gzip_in_dbk1_and_tamper_surfaces_as_archive_corrupt() -> None:
-    from daai_backup.archive import ContentType, EncryptingWriter, open_plaintext
-    from daai_backup.keys import Keyring, MasterKey
+    from daai_backup.format.dbk1 import ContentType, EncryptingWriter, open_plaintext
+    from daai_backup.format.keys import Keyring, MasterKey
 
     key = MasterKey(bytes(32))
     sink = io.BytesIO()

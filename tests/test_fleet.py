@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from daai_backup import fleet
-from daai_backup.catalog import BackupEntry
 from daai_backup.fleet import LastRun, TenantFacts, fleet_table
 from daai_backup.lease import LeaseInfo
-from daai_backup.quota import QuotaReport
-from daai_backup.schedule_times import next_backup_time
+from daai_backup.policy.schedule_times import next_backup_time
+from daai_backup.repository.catalog import BackupEntry
+from daai_backup.repository.quota import QuotaReport
 from daai_backup.tenants import TenantRegistry
 
 NOW = datetime(2026, 6, 10, 12, tzinfo=UTC)
@@ -89,6 +89,15 @@ def test_good_means_not_recorded_bad() -> None:
     facts = {"t": TenantFacts(entries=(newest, older), known_bad=frozenset({newest.file}))}
     table = _table([{"id": "t", "frequency": "24-hour"}], facts)
     row = table.iloc[0]
+    assert row["state"] == fleet.OVERDUE
+    assert row["last_good_file"] == older.file
+
+
+def test_an_imported_archive_is_not_a_fresh_backup() -> None:
+    """Importing last year's dump today does not make an overdue tenant look backed up."""
+    imported, older = _entry(timedelta(hours=1), label="imported"), _entry(timedelta(days=3))
+    facts = {"t": TenantFacts(entries=(imported, older), known_bad=frozenset())}
+    row = _table([{"id": "t", "frequency": "24-hour"}], facts).iloc[0]
     assert row["state"] == fleet.OVERDUE
     assert row["last_good_file"] == older.file
 
@@ -195,6 +204,34 @@ def test_backup_list_description_names_the_next_run() -> None:
     )
     assert "1 backup, newest first" in listed
     assert "Newest good:" in listed
+    assert "not backups" not in listed
+    assert "Last verification" not in listed
+
+
+def test_strays_and_the_last_verification_are_shown_not_skipped() -> None:
+    from dataclasses import replace
+
+    from daai_backup.repository.verification import VerificationRecord
+
+    registry = TenantRegistry.from_data({"tenants": [{"id": "t", "workspace_name": "Tee"}]})
+    tenant = registry["t"]
+    one = _entry(timedelta(hours=2), label="manual")
+    record = VerificationRecord(one.file, NOW - timedelta(hours=1), False, None, one.size_bytes)
+    checked = replace(one, verified=record)
+    strays = ("readme.txt: not a name daai-backup writes; move it out of db-backups",)
+    text = fleet.backup_list_description(
+        tenant, [checked], now=NOW, default_timezone=TZ, spread_minutes=120, strays=strays
+    )
+    assert f"Last verification: {one.file} FAILED" in text
+    assert "1 file(s) in db-backups are not backups: readme.txt: not a name" in text
+    assert "`daai-backup doctor --tenant t`" in text
+    facts = TenantFacts(entries=(checked,), known_bad=frozenset({one.file}), strays=strays)
+    [row] = fleet.display_rows(_table([{"id": "t", "workspace_name": "Tee"}], {"t": facts}))
+    assert row["Verified"].startswith("❌ BAD 2026-06-10")
+    assert row["Detail"].endswith("1 file(s) in db-backups are not backups: `daai-backup doctor`")
+    never = TenantFacts(entries=(one,))
+    [row] = fleet.display_rows(_table([{"id": "t", "workspace_name": "Tee"}], {"t": never}))
+    assert row["Verified"] == "never"
 
 
 def test_schedule_times_accept_the_datetimes_prefects_client_returns() -> None:

@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 from daai_backup.errors import InvalidName, KeyInvalid, KeyMissing, WrongKey
-from daai_backup.keys import (
+from daai_backup.format.keys import (
     Keyring,
     MasterKey,
     derive_tenant_key,

@@ -7,20 +7,21 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from daai_backup.errors import InvalidName
-from daai_backup.names import (
+from daai_backup.policy import FREQUENCIES
+from daai_backup.repository.names import (
     FREQUENCY_LABELS,
     BackupName,
     new_backup_name,
     validate_note,
     validate_tenant_id,
 )
-from daai_backup.policy import FREQUENCIES
 
 
 def test_labels_come_from_the_frequency_table() -> None:
     assert tuple(FREQUENCIES) == FREQUENCY_LABELS
     assert set(FREQUENCY_LABELS) == {
         "monthly", "15-day", "7-day", "3-day", "24-hour", "daily", "manual", "pre-restore",
+        "imported",
     }  # fmt: skip
 
 

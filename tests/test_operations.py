@@ -15,7 +15,6 @@ import pytest
 from bson import Decimal128, ObjectId
 from dbk1_vectors import seal_v1
 
-from daai_backup.archive import open_plaintext
 from daai_backup.errors import (
     ArchiveCorrupt,
     InvalidName,
@@ -28,7 +27,7 @@ from daai_backup.errors import (
     WrongKey,
     WrongTenant,
 )
-from daai_backup.names import BackupName
+from daai_backup.format.dbk1 import open_plaintext
 from daai_backup.operations import (
     EngineContext,
     backup_tenant,
@@ -37,6 +36,7 @@ from daai_backup.operations import (
     describe_backup,
     finish_interrupted_restore,
     list_backups,
+    manifest_of,
     preflight_backup,
     preflight_restore,
     quota_report,
@@ -45,6 +45,7 @@ from daai_backup.operations import (
     set_hold,
     verify_backup,
 )
+from daai_backup.repository.names import BackupName
 from daai_backup.settings import Settings
 from daai_backup.tenants import TenantRegistry
 
@@ -119,17 +120,16 @@ def test_backup_verify_restore_round_trip(
 
     [entry] = list_backups(ctx, tenant)
     assert entry.file == outcome.entry.file
-    assert entry.note == "before payroll run"
     assert entry.encrypted
     assert entry.size_bytes > 0
     # the object lives in the tenant's own db-backups folder
     stored = Path(local_storage_url.removeprefix("file://")) / "acme" / "db-backups" / entry.file
     assert stored.is_file()
 
-    details = ctx.folder(tenant).details(entry.file)
-    assert details["consistency"] == outcome.consistency == "snapshot"
-    assert details["documents"] == 80
-    assert details["note"] == "before payroll run"
+    manifest = manifest_of(ctx, tenant, entry.file)  # the note and facts live in it
+    assert manifest.consistency == outcome.consistency == "snapshot"
+    assert manifest.documents == 80
+    assert manifest.note == "before payroll run"
 
     verified = verify_backup(ctx, tenant, entry.file)
     assert verified.documents == 80
@@ -479,7 +479,8 @@ def test_a_lost_lease_stops_the_backup_before_its_commit_and_the_restore_before_
                 backup_tenant(ctx, tenant, "manual")  # nested in the held lease: checks it
             assert [e.file for e in list_backups(ctx, tenant)] == [good]
             folder = Path(local_storage_url.removeprefix("file://")) / "acme" / "db-backups"
-            assert all(good in p.name for p in folder.iterdir())  # no partial file left
+            # No partial file left (the listing index is the folder's own cache).
+            assert all(good in p.name for p in folder.iterdir() if p.name != "index.enc")
 
             with pytest.raises(LeaseLost):
                 restore_tenant(ctx, tenant, good)
@@ -565,6 +566,6 @@ def test_a_best_effort_backup_records_the_catalog_changes_it_saw(
     assert outcome.consistency == "best-effort"
     assert outcome.catalog_changes == ["report1: new"]
     assert [e.file for e in list_backups(ctx, tenant)] == [outcome.entry.file]
-    details = ctx.folder(tenant).details(outcome.entry.file)
-    assert details["consistency"] == "best-effort"
-    assert details["catalog_changes"] == ["report1: new"]
+    manifest = manifest_of(ctx, tenant, outcome.entry.file)
+    assert manifest.consistency == "best-effort"
+    assert manifest.catalog_changes == ("report1: new",)

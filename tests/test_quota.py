@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from daai_backup.errors import QuotaExceeded, StorageError
-from daai_backup.quota import MB, QuotaReport, check_quota
+from daai_backup.repository.quota import MB, QuotaReport, check_quota
 
 
 def test_no_quota_means_no_limit() -> None:

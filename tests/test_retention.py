@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from daai_backup import policy
 from daai_backup.errors import ConfigError
-from daai_backup.retention import RetentionPlan, plan
+from daai_backup.policy.retention import RetentionPlan, plan
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -75,6 +75,19 @@ class CollectionMetadata:
             return f"system.buckets.{self.collection}"
         return self.collection
 
+    @property
+    def kind(self) -> CollectionType:
+        """What it is: also "timeseries" for a time-series collection a server lists as a
+        collection with ``timeseries`` options (SecantusDB does)."""
+        if self.type == "collection" and "timeseries" in self.options:
+            return "timeseries"
+        return self.type
+
+    @property
+    def index_names(self) -> tuple[str, ...]:
+        """The names of its indexes, in the archive's order."""
+        return tuple(str(index.get("name", "")) for index in self.indexes)
+
     def metadata_json(self) -> str:
         """The ``metadata`` string: canonical Extended JSON v2, keys in mongodump's order."""
         meta: dict[str, Any] = {}

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from importlib import metadata as _pkg_metadata
 from typing import Any, BinaryIO, Literal
 
+from bson.timestamp import Timestamp
 from pymongo import MongoClient
 from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
@@ -41,6 +42,7 @@ from daai_backup.mongo.listing import (
 )
 from daai_backup.mongo.namespaces import check_collection_name
 from daai_backup.mongo.translate import SNAPSHOT_TOO_OLD, translated
+from daai_backup.repository.manifest import options_digest
 
 _LENGTH = struct.Struct("<i")
 #: Documents per server batch (the server also caps a batch at 16 MiB). Batches of a few MB
@@ -58,6 +60,9 @@ class CollectionStats:
     documents: int
     bytes: int
     crc: int  # the signed int64 written in the namespace's EOF block
+    kind: str = "collection"  # "collection", "view" or "timeseries" (``CollectionMetadata.kind``)
+    indexes: tuple[str, ...] = ()  # index names, as the dump listed them
+    options_digest: str = ""  # ``repository.manifest.options_digest`` of its options
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,11 @@ class DumpResult:
     ``catalog_changes``: the collections whose catalog entry changed while they were read,
     recorded with ``on_catalog_change="record"`` (the archive holds each as first listed,
     and ``consistency`` is then "best-effort"); always empty with "raise".
+
+    ``cluster_time``: ``(t, i)`` of the cluster time the snapshot read at (the server's
+    ``atClusterTime``, fixed by the first read), when the dump read in a snapshot session
+    that read anything; None otherwise (best-effort, or no collection to read).
+    ``plain_bytes``: the bytes of the uncompressed archive written to the sink.
     """
 
     consistency: Literal["snapshot", "best-effort"]
@@ -90,6 +100,8 @@ class DumpResult:
     started_at: datetime
     finished_at: datetime
     catalog_changes: list[CatalogChange] = field(default_factory=list)
+    cluster_time: tuple[int, int] | None = None
+    plain_bytes: int = 0
 
 
 def tool_version() -> str:
@@ -136,6 +148,7 @@ class _SnapshotReads:
             "snapshot" if self.session else "best-effort"
         )
         self._fixed = False
+        self.cluster_time: tuple[int, int] | None = None
 
     def batches(self, coll: Collection[Any]) -> Iterator[bytes]:
         batches: Iterator[bytes] = iter(
@@ -153,12 +166,29 @@ class _SnapshotReads:
             batches = iter(coll.find_raw_batches({}, batch_size=BATCH_DOCUMENTS))
             first = next(batches, None)
         self._fixed = True
+        self.cluster_time = _read_time(self.session)
         return batches if first is None else itertools.chain([first], batches)
 
     def close(self) -> None:
         if self.session is not None:
             self.session.end_session()
             self.session = None
+
+
+def _read_time(session: ClientSession | None) -> tuple[int, int] | None:
+    """The cluster time a snapshot session reads at, once its first read fixed it.
+
+    pymongo keeps the server's ``atClusterTime`` of the first read of a snapshot session in
+    ``_snapshot_time`` (and every later read of the session sends it back); it is also the
+    session's ``operation_time`` right after that read. Checked against SecantusDB:
+    both hold the same ``Timestamp``, None before the first read.
+    """
+    if session is None:
+        return None
+    at = getattr(session, "_snapshot_time", None) or session.operation_time
+    if isinstance(at, Timestamp):
+        return (at.time, at.inc)
+    return None
 
 
 def _refuse_torn(db: Database[Any]) -> None:
@@ -329,7 +359,14 @@ def dump_database(
             writer.write_eof(database, meta.data_collection, crc.value)
             stats.append(
                 CollectionStats(
-                    meta.collection, meta.type, tally.documents, tally.bytes, crc.signed
+                    meta.collection,
+                    meta.type,
+                    tally.documents,
+                    tally.bytes,
+                    crc.signed,
+                    kind=meta.kind,
+                    indexes=meta.index_names,
+                    options_digest=options_digest(meta.options),
                 )
             )
         if not metas:
@@ -345,4 +382,6 @@ def dump_database(
         started_at=started,
         finished_at=datetime.now(UTC),
         catalog_changes=recorded,
+        cluster_time=reads.cluster_time if reads.consistency == "snapshot" else None,
+        plain_bytes=writer.bytes_written,
     )

@@ -236,3 +236,34 @@ def test_status_without_a_prefect_server(
         keyless = json.loads(run_cli("status", "--json").stdout)
     assert {r["state"] for r in keyless["tenants"]} == {"no key"}
     assert "BACKUP_ENCRYPTION_KEY is not set" in keyless["tenants"][0]["detail"]
+
+
+def test_list_and_doctor_report_what_is_not_a_backup(cli_env, run_cli) -> None:
+    folder = cli_env / "storage" / "acme" / "db-backups"
+    folder.mkdir(parents=True)
+    backup = "manual_20261127T010000Z_3f9a1c2b.gz.enc"
+    (folder / backup).write_bytes(b"x")
+    (folder / "readme.txt").write_text("someone's notes")
+    gone = "15-day_20261101T010000Z_0badcafe.gz.enc"
+    (folder / f"{gone}.manifest").write_bytes(b"m")  # its backup was deleted
+
+    listed = run_cli("list", "--tenant", "acme")
+    assert listed.exit_code == 0, listed.output
+    assert backup in listed.output
+    text = " ".join(listed.output.split())
+    assert "2 file(s) in db-backups are not backups" in text
+    assert "readme.txt" in text
+    assert "daai-backup doctor --tenant acme" in text
+
+    doctor = run_cli("doctor", "--tenant", "acme")
+    assert doctor.exit_code == 1, doctor.output  # an unknown file needs a person
+    text = " ".join(doctor.output.split())
+    assert "1 backup(s), 0 held, 0 verified (0 bad)" in text
+    assert "FAIL db-backups/readme.txt: not a name daai-backup writes" in text
+    assert f"WARN db-backups/{gone}.manifest: manifest of {gone}, which is gone" in text
+    assert "the next retention run removes it" in text
+    assert "1 backup(s) without a manifest (written before manifests, or the write" in text
+    assert f"{backup}; verify builds it" in text
+
+    (folder / "readme.txt").unlink()
+    assert run_cli("doctor", "--tenant", "acme").exit_code == 0

@@ -104,7 +104,7 @@ def test_doctor_imports_only_pymongo(cli_env: Path) -> None:
 def test_the_engine_imports_heavy_libraries_only_when_used() -> None:
     script = (
         "import sys, json\n"
-        "import daai_backup.operations, daai_backup.storage, daai_backup.catalog\n"
+        "import daai_backup.operations, daai_backup.storage, daai_backup.repository.catalog\n"
         "from daai_backup.storage import storage_from_url\n"
         "storage_from_url('file:///tmp')\n"
         "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules})))\n"
@@ -118,7 +118,7 @@ def test_the_engine_imports_heavy_libraries_only_when_used() -> None:
     )
     assert set(json.loads(done.stdout)) & set(HEAVY) == set()
     # ... and still provides them on demand
-    from daai_backup.catalog import COLUMNS, to_dataframe
+    from daai_backup.repository.catalog import COLUMNS, to_dataframe
     from daai_backup.storage import S3Storage, storage_from_url
 
     assert isinstance(storage_from_url("s3://bucket-name/p"), S3Storage)

@@ -42,7 +42,7 @@ def retention_sweep() -> None:
 
 
 @flow(name="verify")
-def verify(tenant: str, file: str | None = None) -> None:
+def verify(tenant: str | None = None, file: str | None = None) -> None:
     """Stand-in for flows.verify.verify."""
 
 
@@ -56,6 +56,11 @@ def fleet() -> None:
     """Stand-in for flows.fleet.fleet."""
 
 
+@flow(name="diff")
+def diff(tenant: str, a: str, b: str = "live", actor: str | None = None, show: int = 0) -> None:
+    """Stand-in for flows.inspect.diff."""
+
+
 FLOWS: dict[str, Flow[..., Any]] = {
     "backup": backup,
     "restore": restore,
@@ -64,6 +69,7 @@ FLOWS: dict[str, Flow[..., Any]] = {
     "sync-schedules": sync_schedules,
     "verify": verify,
     "fleet": fleet,
+    "diff": diff,
 }
 
 

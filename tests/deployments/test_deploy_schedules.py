@@ -15,9 +15,9 @@ import pytest
 from deploy_helpers import registry
 from prefect.schedules import Interval, RRule
 
-from daai_backup import schedule_times
 from daai_backup.errors import ConfigError, TenantsFileInvalid
-from daai_backup.schedule_times import next_backup_time
+from daai_backup.policy import schedule_times
+from daai_backup.policy.schedule_times import next_backup_time
 from daai_backup.settings import Settings
 from daai_backup.tenants import Tenant
 from deployments import schedules
@@ -219,7 +219,10 @@ def test_operation_deployments(settings: Settings) -> None:
         "sync-schedules",
         "verify",
         "fleet",
+        "diff",
     }
+    assert specs["diff"].schedules == ()
+    assert specs["diff"].required == ("actor",)
     assert specs["restore"].schedules == ()
     assert specs["retention"].schedules == ()
     sweep = specs["retention-sweep"].schedules[0]
@@ -231,6 +234,16 @@ def test_operation_deployments(settings: Settings) -> None:
     assert fleet.interval == timedelta(minutes=15)
     assert fleet.slug == "fleet-every-15-min"
     assert specs["fleet"].parameters == {}
+    # The verify drill: every tenant's newest backup, weekly on Mondays at 05:00 by default.
+    [drill] = specs["verify"].schedules
+    assert drill.rrule == "DTSTART:20240101T050000\nRRULE:FREQ=DAILY;INTERVAL=7"
+    assert drill.slug == "verify-drill-weekly"
+    assert specs["verify"].parameters == {}  # no tenant: the drill
+    mondays = schedules.next_run_times(drill, datetime(2026, 11, 28, tzinfo=UTC), 2)
+    assert [(d.weekday(), d.hour) for d in mondays] == [(0, 5), (0, 5)]
+    assert mondays[1] - mondays[0] == timedelta(days=7)
+    off = settings.model_copy(update={"verify_drill_days": 0})
+    assert {s.name: s for s in desired_specs([], settings=off)}["verify"].schedules == ()
 
 
 def _gap_tenant_id() -> str:

@@ -21,9 +21,10 @@ import pytest
 import yaml
 from prefect.client.orchestration import get_client
 
-from daai_backup.keys import generate_master_key
+from daai_backup.format.keys import generate_master_key
 from daai_backup.settings import Settings
 from daai_backup.tenants import TenantRegistry
+from deployments.build import operation_specs
 from deployments.seed import seed_all
 from deployments.sync import ensure_process_pool, sync_deployments
 
@@ -84,7 +85,8 @@ def test_two_workers_run_several_tenants(
     report = sync_deployments(
         registry.values(), settings=settings, work_pool=POOL, now=datetime.now(UTC)
     )
-    assert len(report.created) == 6 + len(TENANTS)  # the operation deployments + one each
+    operations = len(operation_specs(settings, work_pool=POOL))
+    assert len(report.created) == operations + len(TENANTS)  # the operations + one each
 
     workers = [
         subprocess.Popen(

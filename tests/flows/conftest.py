@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from flowkit import FlowEnv
 
-from daai_backup.keys import generate_master_key
+from daai_backup.format.keys import generate_master_key
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -28,7 +28,7 @@ from daai_backup.errors import (
     PermissionDenied,
     StorageError,
 )
-from daai_backup.names import BackupName
+from daai_backup.repository.names import BackupName
 from daai_backup.storage import MemoryStorage
 from flows.restore import restore
 

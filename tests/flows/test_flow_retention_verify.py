@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -14,13 +15,13 @@ from flowkit import OWNER, FlowEnv, artifact, files_of, seed
 from prefect import flow
 
 from daai_backup import operations
-from daai_backup.backup_folder import BackupFolder
 from daai_backup.errors import StorageError, TransientStorageError
-from daai_backup.keys import generate_master_key
-from daai_backup.names import new_backup_name
+from daai_backup.format.keys import generate_master_key
+from daai_backup.repository.folder import BackupFolder
+from daai_backup.repository.names import new_backup_name
+from daai_backup.repository.verification import VerificationRecord
 from daai_backup.storage import MemoryStorage, ObjectInfo, storage_from_url
 from daai_backup.tenants import Tenant
-from daai_backup.verification import VerificationRecord
 from flows.backup import backup
 from flows.retention import retention, retention_sweep
 from flows.verify import verify
@@ -110,6 +111,10 @@ def test_verify_names_the_bad_file_and_fails(
     storage.put_stream(key, io.BytesIO(bytes(data)))
 
     assert verify(tenant=tid, file=good)["good"] == [good]
+    contents = artifact(f"contents-{tid}")  # what the good backup holds, from its manifest
+    assert contents is not None
+    assert f"What {good} holds" in str(contents.data)
+    assert "| people | collection | 30 |" in str(contents.data)
     state = verify(tenant=tid, return_state=True)
     assert state.is_failed()
     message = state.message or ""
@@ -144,7 +149,7 @@ def test_prune_never_deletes_the_good_backup_behind_a_corrupt_newest(
     result = retention(tenant=tid)
     assert result["deleted"] == []
     assert set(files_of(flow_env, tid)) == {good, corrupt}
-    records = ctx.folder(tenant).verifications()
+    records = ctx.folder(tenant).verifications(with_errors=True)
     assert records[corrupt].ok is False
     assert "damaged" in (records[corrupt].error or "")
     assert records[good].ok is True  # read whole by retention before it relied on it
@@ -301,3 +306,53 @@ def test_leaked_driver_errors_count_as_transient() -> None:
     assert is_transient_error(EndpointConnectionError(endpoint_url="http://x"))
     assert not is_transient_error(OperationFailure("unauthorized"))
     assert not is_transient_error(ValueError("bad input"))
+
+
+def test_the_weekly_drill_reads_each_tenants_newest_backup_and_the_lists_show_it(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    seed(mongo_client, mongo_db_name, docs=20)
+    seed(mongo_client, mongo_db_name + "_b", docs=20)
+    good_tenant = flow_env.add_tenant(mongo_db_name)
+    bad_tenant = flow_env.add_tenant(mongo_db_name + "_b")
+    flow_env.add_tenant(mongo_db_name + "_c")  # no backups yet: nothing to drill
+    ctx = flow_env.context()
+    a, b = ctx.tenant(good_tenant), ctx.tenant(bad_tenant)
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    older = operations.backup_tenant(ctx, a, "manual", now=hour_ago).entry.file
+    newest = operations.backup_tenant(ctx, a, "manual").entry.file
+    broken = operations.backup_tenant(ctx, b, "manual").entry.file
+    flip_a_bit(flow_env, bad_tenant, broken)
+
+    state = verify(return_state=True)  # no tenant: the drill
+    assert state.is_failed()
+    assert broken in (state.message or "")
+    data = artifact("verify-drill").data
+    rows = {r["Tenant"]: r for r in (json.loads(data) if isinstance(data, str) else data)}
+    assert rows[good_tenant]["File"] == newest
+    assert rows[good_tenant]["Result"].startswith("✅")
+    assert rows[bad_tenant]["Result"].startswith("❌")
+
+    ctx = flow_env.context()
+    verified = {e.file: e.verification for e in operations.list_backups(ctx, a)}
+    assert verified[older] is None  # only the newest is drilled
+    assert verified[newest] is not None
+    assert verified[newest].ok
+    [entry] = operations.list_backups(ctx, b)
+    assert entry.verification is not None
+    assert not entry.verification.ok
+    # The fleet view and the backup list artifact show the result.
+    facts = operations.tenant_facts(ctx, b)
+    assert facts.known_bad == {broken}
+    from daai_backup.fleet import display_rows, fleet_table
+
+    table = fleet_table(
+        [a, b],
+        {a.id: operations.tenant_facts(ctx, a), b.id: facts},
+        now=datetime.now(UTC),
+        default_timezone="UTC",
+        spread_minutes=0,
+    )
+    shown = {r["Tenant"]: r["Verified"] for r in display_rows(table)}
+    assert shown[a.id].startswith("✅ ok")
+    assert shown[b.id].startswith("❌ BAD")

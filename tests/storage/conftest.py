@@ -19,10 +19,14 @@ from typing import Any
 import boto3
 import pytest
 
+from daai_backup.format.keys import Keyring, MasterKey
 from daai_backup.storage import LocalStorage, MemoryStorage, S3Storage, Storage
 from daai_backup.storage.memory import _store, clear_memory_store
 
 BACKENDS = ("local", "memory", "s3")
+
+KEYRING = Keyring(MasterKey(bytes(range(32))))
+"""A fixed test key, so folders read manifests and keep their listing index."""
 
 
 @dataclass

@@ -6,17 +6,18 @@ import io
 from datetime import UTC, datetime
 
 import pytest
+from conftest import KEYRING
 
-from daai_backup.backup_folder import BackupFolder, folder_for_tenant
 from daai_backup.errors import InvalidName, ObjectNotFound, StorageError
-from daai_backup.names import BackupName, new_backup_name
+from daai_backup.repository.folder import BackupFolder, folder_for_tenant
+from daai_backup.repository.names import BackupName, new_backup_name
 from daai_backup.storage import read_bytes
 
 T0 = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
 
 
 def _folder(tenant: str, default_url: str, endpoint: str | None) -> BackupFolder:
-    return folder_for_tenant(tenant, None, default_url, s3_endpoint_url=endpoint)
+    return folder_for_tenant(tenant, None, default_url, s3_endpoint_url=endpoint, keyring=KEYRING)
 
 
 def _write(folder: BackupFolder, frequency: str, data: bytes, **kw: object) -> str:
@@ -146,20 +147,50 @@ def test_hold_and_release(default_url: str, endpoint: str | None) -> None:
         folder.hold(filename)
 
 
-def test_interrupted_hold_is_listed_once_as_held_and_finished_by_rerun(
+def test_a_hold_is_a_marker_and_the_backup_never_moves(
     default_url: str, endpoint: str | None
 ) -> None:
     folder = _folder("acme", default_url, endpoint)
     filename = _write(folder, "3-day", b"data")
-    storage = folder.storage
-    # Simulate a crash after the copy and before the delete.
-    storage.copy(f"acme/db-backups/{filename}", f"acme/db-backups/held/{filename}")
-    [entry] = folder.entries()
-    assert entry.held
     folder.hold(filename)
-    keys = sorted(i.key for i in storage.list(""))
-    assert keys == [f"acme/db-backups/held/{filename}"]
-    assert read_bytes(storage, keys[0]) == b"data"
+    keys = sorted(i.key for i in folder.storage.list("acme/db-backups/"))
+    assert f"acme/db-backups/{filename}" in keys
+    assert f"acme/db-backups/holds/{filename}.hold" in keys
+    assert not any("/held/" in k for k in keys)
+    folder.release(filename)
+    assert f"acme/db-backups/holds/{filename}.hold" not in {
+        i.key for i in folder.storage.list("acme/db-backups/")
+    }
+
+
+@pytest.mark.parametrize("mid_move", [False, True])
+@pytest.mark.parametrize("then", ["hold", "release"])
+def test_a_legacy_held_backup_is_listed_held_and_migrated_by_hold_or_release(
+    default_url: str, endpoint: str | None, mid_move: bool, then: str
+) -> None:
+    folder = _folder("acme", default_url, endpoint)
+    filename = _write(folder, "3-day", b"data", note="legacy note")
+    storage = folder.storage
+    pool = f"acme/db-backups/{filename}"
+    # Held the old way: moved to held/ with its side file (or killed half way through).
+    storage.copy(pool, f"acme/db-backups/held/{filename}")
+    storage.copy(pool + ".meta.json", f"acme/db-backups/held/{filename}.meta.json")
+    if not mid_move:
+        storage.delete(pool)
+        storage.delete(pool + ".meta.json")
+    [entry] = folder.entries()
+    assert (entry.held, entry.note, entry.size_bytes) == (True, "legacy note", 4)
+    assert folder.lookup(filename).size_bytes == 4
+    with pytest.raises(StorageError, match="is held"):
+        folder.delete(filename)
+
+    getattr(folder, then)(filename)
+    keys = sorted(i.key for i in storage.list("acme/db-backups/") if "index" not in i.key)
+    marker = [f"acme/db-backups/holds/{filename}.hold"] if then == "hold" else []
+    assert keys == sorted([pool, pool + ".meta.json", *marker])
+    assert read_bytes(storage, pool) == b"data"
+    [entry] = folder.entries()
+    assert (entry.held, entry.note) == (then == "hold", "legacy note")
 
 
 def test_foreign_objects_in_the_folder_are_not_backups(
@@ -175,4 +206,18 @@ def test_foreign_objects_in_the_folder_are_not_backups(
         "acme/db-backups/15-day_20261127T010000Z_3f9a1c2b.gz.enc.meta.json",
     ):
         storage.put_stream(key, io.BytesIO(b"{}"))
-    assert folder.entries() == []
+    listing = folder.listing()
+    assert listing.entries == []
+    # ... but reported, never silently skipped; only our own orphan is removable.
+    assert [(s.name, s.removable) for s in listing.strays] == [
+        ("15-day_20261127T010000Z_3f9a1c2b.gz.enc.meta.json", True),
+        ("held/deeper/15-day_20261127T010000Z_3f9a1c2b.gz.enc", False),
+        ("readme.txt", False),
+        ("sub/15-day_20261127T010000Z_3f9a1c2b.gz.enc", False),
+    ]
+    folder.remove_leftovers()
+    assert [s.name for s in folder.listing().strays] == [
+        "held/deeper/15-day_20261127T010000Z_3f9a1c2b.gz.enc",
+        "readme.txt",
+        "sub/15-day_20261127T010000Z_3f9a1c2b.gz.enc",
+    ]

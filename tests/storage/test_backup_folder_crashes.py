@@ -15,10 +15,10 @@ from typing import BinaryIO
 import pytest
 from conftest import abandon_write
 
-from daai_backup.backup_folder import BackupFolder, folder_for_tenant
-from daai_backup.names import new_backup_name
+from daai_backup.repository.folder import BackupFolder, folder_for_tenant
+from daai_backup.repository.names import new_backup_name
+from daai_backup.repository.verification import VerificationRecord
 from daai_backup.storage import ObjectInfo, Storage, put_bytes, read_bytes
-from daai_backup.verification import VerificationRecord
 
 T0 = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
 
@@ -105,29 +105,37 @@ def test_side_files_follow_their_backup_in_and_out(default_url: str, endpoint: s
     assert journal.changes == [("put", pool + f), ("put", pool + f + ".meta.json")]
 
     journal.changes.clear()
-    folder.hold(f)
-    assert journal.changes == [
-        ("copy", held + f),
-        ("copy", held + f + ".meta.json"),
-        ("delete", pool + f),
-        ("delete", pool + f + ".meta.json"),
-    ]
+    folder.hold(f)  # a marker: the backup itself never moves
+    assert journal.changes == [("put", f"{pool}holds/{f}.hold")]
 
     journal.changes.clear()
     folder.release(f)
+    assert journal.changes == [("delete", f"{pool}holds/{f}.hold")]
+
+    # A backup held the legacy way is brought back by its next hold, marker before delete.
+    journal.inner.copy(pool + f, held + f)
+    journal.inner.copy(pool + f + ".meta.json", held + f + ".meta.json")
+    journal.inner.delete(pool + f)
+    journal.inner.delete(pool + f + ".meta.json")
+    journal.changes.clear()
+    folder.hold(f)
     assert journal.changes == [
         ("copy", pool + f),
         ("copy", pool + f + ".meta.json"),
+        ("put", f"{pool}holds/{f}.hold"),
         ("delete", held + f),
         ("delete", held + f + ".meta.json"),
     ]
+    folder.release(f)
 
+    folder.record_verification(f, VerificationRecord(f, T0, True, None, 12))
     journal.changes.clear()
     folder.delete(f)
     assert journal.changes == [
         ("delete", pool + f),
         ("delete", pool + f + ".meta.json"),
-        ("delete", f"acme/db-backups/verified/{f}.json"),
+        ("delete", pool + f + ".manifest"),
+        ("delete", f"{pool}verified/{f}.20261127T010000Z.12.ok"),
     ]
 
 
@@ -150,11 +158,13 @@ def test_a_failed_note_takes_its_backup_away_again(default_url: str, endpoint: s
 
 
 Operation = Callable[[BackupFolder, str], None]
-OPERATIONS: dict[str, tuple[bool, Operation]] = {
-    # name: (held before, operation)
-    "hold": (False, BackupFolder.hold),
-    "release": (True, BackupFolder.release),
-    "delete": (False, BackupFolder.delete),
+OPERATIONS: dict[str, tuple[str, Operation]] = {
+    # name: (held before: "" not, "marker", "legacy" in held/, operation)
+    "hold": ("", BackupFolder.hold),
+    "release": ("marker", BackupFolder.release),
+    "hold-legacy": ("legacy", BackupFolder.hold),
+    "release-legacy": ("legacy", BackupFolder.release),
+    "delete": ("", BackupFolder.delete),
 }
 
 
@@ -167,8 +177,12 @@ def test_a_crash_at_any_step_is_swept_and_finished_by_a_rerun(
     clean = BackupFolder(storage, "acme")
     f = _write(clean, note="pinned")
     clean.record_verification(f, VerificationRecord(f, T0, True, None, 12))
-    if held_before:
+    if held_before == "marker":
         clean.hold(f)
+    elif held_before == "legacy":
+        for suffix in ("", ".meta.json"):
+            storage.copy(f"acme/db-backups/{f}{suffix}", f"acme/db-backups/held/{f}{suffix}")
+            storage.delete(f"acme/db-backups/{f}{suffix}")
     start = {k: read_bytes(storage, k) for k in _keys(storage)}
 
     # The full run, to learn how many steps it has and where it ends.
@@ -176,7 +190,7 @@ def test_a_crash_at_any_step_is_swept_and_finished_by_a_rerun(
     run(BackupFolder(journal, "acme"), f)
     steps = len(journal.changes)
     end = _keys(storage)
-    assert steps >= 2
+    assert steps >= 1
 
     for crash_at in range(steps):
         # Back to the start, then die before step ``crash_at``.
@@ -225,7 +239,12 @@ def test_remove_leftovers_sweeps_garbage_and_killed_writes_of_this_tenant_only(
         put_bytes(storage, f"{tenant}/db-backups/{gone}.meta.json", b'{"note": "x"}')
         put_bytes(storage, f"{tenant}/db-backups/held/{gone}.meta.json", b'{"note": "x"}')
         put_bytes(storage, f"{tenant}/db-backups/verified/{gone}.json", b"{}")
-    put_bytes(storage, f"acme/db-backups/{held}.meta.json", b'{"note": "stale"}')  # held moved
+    put_bytes(storage, f"acme/db-backups/held/{held}.meta.json", b'{"note": "stale"}')  # legacy
+    put_bytes(storage, f"acme/db-backups/{gone}.manifest", b"m")
+    put_bytes(storage, f"acme/db-backups/holds/{gone}.hold", b"{}")
+    put_bytes(storage, f"acme/db-backups/verified/{gone}.20261127T010000Z.4.ok", b"")
+    older = f"acme/db-backups/verified/{kept}.20261126T010000Z.4.bad"
+    put_bytes(storage, older, b"superseded")
     killed = abandon_write(storage, f"acme/db-backups/{gone}", 5 * 1024 * 1024)
     abandon_write(storage, f"acme-2/db-backups/{gone}", 1000)
     other_keys = _keys(storage, "acme-2/")

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import io
-import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from conftest import KEYRING
 from test_backup_folder_crashes import Journal
 
-from daai_backup.backup_folder import BackupFolder, folder_for_tenant
 from daai_backup.errors import InvalidName, ObjectNotFound
-from daai_backup.names import new_backup_name
+from daai_backup.repository.folder import BackupFolder, folder_for_tenant
+from daai_backup.repository.names import new_backup_name
+from daai_backup.repository.verification import MAX_ERROR_CHARS, VerificationRecord
 from daai_backup.storage import put_bytes, read_bytes
-from daai_backup.verification import MAX_ERROR_CHARS, VerificationRecord
 
 T0 = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
 
 
 def _folder(default_url: str, endpoint: str | None) -> BackupFolder:
-    return folder_for_tenant("acme", None, default_url, s3_endpoint_url=endpoint)
+    return folder_for_tenant("acme", None, default_url, s3_endpoint_url=endpoint, keyring=KEYRING)
 
 
 def _write(folder: BackupFolder, data: bytes = b"data") -> str:
@@ -38,19 +38,30 @@ def test_records_round_trip_and_stay_out_of_the_backup_list(
     folder.record_verification(good, ok)
     folder.record_verification(bad, failed)
 
-    assert folder.verifications() == {good: ok, bad: failed}
+    assert folder.verifications(with_errors=True) == {good: ok, bad: failed}
+    # Without the errors, the listing alone: result, time and size are in the names.
+    assert folder.verifications()[bad] == VerificationRecord(
+        bad, failed.verified_at, False, None, 4
+    )
     assert sorted(e.file for e in folder.entries()) == sorted([good, bad])
-    stored = json.loads(read_bytes(folder.storage, f"acme/db-backups/verified/{bad}.json"))
-    assert stored == {
-        "file": bad,
-        "verified_at": "2026-11-27T02:00:00+00:00",
-        "ok": False,
-        "error": "archive is truncated",
-        "size_bytes": 4,
-    }
+    names = sorted(i.key for i in folder.storage.list("acme/db-backups/verified/"))
+    assert names == sorted(
+        [
+            f"acme/db-backups/verified/{good}.20261127T010000Z.4.ok",
+            f"acme/db-backups/verified/{bad}.20261127T020000Z.4.bad",
+        ]
+    )
+    assert read_bytes(folder.storage, names[0 if names[0].endswith("bad") else 1]) == (
+        b"archive is truncated"
+    )
+    assert {e.file: e.verified for e in folder.entries()} == folder.verifications()
 
     newer = VerificationRecord(bad, T0 + timedelta(days=1), True, None, 4)
     folder.record_verification(bad, newer)  # replaces the older record
+    assert folder.verifications()[bad] == newer
+    assert len(list(folder.storage.list(f"acme/db-backups/verified/{bad}."))) == 1
+    older = VerificationRecord(bad, T0, False, "late writer", 4)
+    folder.record_verification(bad, older)  # an older result never wins, nor deletes newer
     assert folder.verifications()[bad] == newer
 
 
@@ -93,19 +104,31 @@ def test_records_need_their_backup(default_url: str, endpoint: str | None) -> No
     ]
 
 
-def test_reading_records_costs_one_listing_and_one_read_per_record(
+def test_reading_records_costs_one_listing_and_legacy_records_are_converted_once(
     default_url: str, endpoint: str | None
 ) -> None:
     journal = Journal(_folder(default_url, endpoint).storage)
     folder = BackupFolder(journal, "acme")
     files = [_write(folder) for _ in range(4)]
-    for f in files[:3]:
+    for f in files[:2]:
         folder.record_verification(f, VerificationRecord(f, T0, True, None, 4))
+    legacy = VerificationRecord(files[2], T0, False, "bad tag", 4)
+    put_bytes(journal.inner, f"acme/db-backups/verified/{files[2]}.json", legacy.to_json())
     journal.reads.clear()
-    assert set(folder.verifications()) == set(files[:3])
-    assert sorted(journal.reads) == sorted(
-        ["list acme/db-backups/"] + [f"read acme/db-backups/verified/{f}.json" for f in files[:3]]
-    )
+    assert folder.verifications() == {
+        files[0]: VerificationRecord(files[0], T0, True, None, 4),
+        files[1]: VerificationRecord(files[1], T0, True, None, 4),
+        files[2]: legacy,
+    }
+    assert sorted(journal.reads) == [
+        "list acme/db-backups/",
+        f"read acme/db-backups/verified/{files[2]}.json",
+    ]
+    # Converted when read: from now on the listing alone answers.
+    journal.reads.clear()
+    assert folder.verifications()[files[2]] == VerificationRecord(files[2], T0, False, None, 4)
+    assert journal.reads == ["list acme/db-backups/"]
+    assert folder.verifications(with_errors=True)[files[2]] == legacy
 
 
 def test_the_record_itself() -> None:

@@ -2,12 +2,12 @@
 each kind of backup is kept.
 
 Labels are what the product's documentation and the backup file names use. ``interval`` is
-``None`` for backups that are not scheduled (``manual``, ``pre-restore``). Retention is a
-count of scheduled backups to keep, or an age limit with a floor of newest ones; the pure
-function that applies it lives in :mod:`daai_backup.retention`.
+``None`` for backups that are not scheduled (``manual``, ``pre-restore``, ``imported``).
+Retention is a count of scheduled backups to keep, or an age limit with a floor of newest
+ones; the pure function that applies it lives in :mod:`daai_backup.policy.retention`.
 
 Schedules fire at :data:`SCHEDULE_HOUR`:00 in the tenant's time zone, as true intervals from a
-fixed anchor (:mod:`daai_backup.schedule_times`; the deployments render it as an RRule).
+fixed anchor (:mod:`daai_backup.policy.schedule_times`; the deployments render it as an RRule).
 """
 
 from __future__ import annotations
@@ -82,6 +82,15 @@ FREQUENCIES: Final[dict[str, Frequency]] = {
             scheduled=False,
         ),
         Frequency("pre-restore", None, True, Retention(max_age=timedelta(days=7)), scheduled=False),
+        # A mongodump archive brought in with `daai-backup import`: kept like a manual backup
+        # (docs/decisions.md, "Backup manifests, describe and import"); hold it to keep it.
+        Frequency(
+            "imported",
+            None,
+            True,
+            Retention(max_age=timedelta(days=30), keep_at_least=3),
+            scheduled=False,
+        ),
     )
 }
 """Every label, in the order of the product's documentation."""
@@ -90,6 +99,7 @@ SCHEDULED_LABELS: Final = tuple(label for label, f in FREQUENCIES.items() if f.s
 ALL_LABELS: Final = tuple(FREQUENCIES)
 MANUAL: Final = "manual"
 PRE_RESTORE: Final = "pre-restore"
+IMPORTED: Final = "imported"
 
 
 def frequency(label: str) -> Frequency:

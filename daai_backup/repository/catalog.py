@@ -1,9 +1,10 @@
 """The backup list: entries and the ways the product shows them.
 
 An entry comes from a backup's file name (label, time, encrypted or not), its size from the
-listing, its note from a small side file and ``held`` from where it lives (see
-:mod:`daai_backup.backup_folder`). Times are stored in UTC and shown in the tenant's time
-zone, where daylight-saving changes are handled by ``zoneinfo``.
+listing, its note from its manifest (through the listing index; a legacy side file for older
+backups), ``held`` from its hold marker and ``verified`` from the name of its newest
+verification record (see :mod:`daai_backup.repository.folder`). Times are stored in UTC and
+shown in the tenant's time zone, where daylight-saving changes are handled by ``zoneinfo``.
 """
 
 from __future__ import annotations
@@ -17,15 +18,27 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from rich.table import Table
 
 from daai_backup.errors import ConfigError
-from daai_backup.names import BackupName
+from daai_backup.repository.names import BackupName
+from daai_backup.repository.verification import VerificationRecord
 
 if TYPE_CHECKING:
     import pandas as pd
 
-COLUMNS = ("Date / Time", "Frequency", "Size", "Encrypted", "File", "Note", "Held")
+COLUMNS = (
+    "Date / Time",
+    "Frequency",
+    "Size",
+    "Encrypted",
+    "File",
+    "Note",
+    "Held",
+    "Verified",
+)
 ENCRYPTED_YES = "🔒 yes"
 ENCRYPTED_LEGACY = "🔓 legacy"
 HELD_YES = "📌 yes"
+VERIFIED_OK = "✅"
+VERIFIED_BAD = "❌ BAD"
 
 
 @dataclass(frozen=True)
@@ -39,10 +52,18 @@ class BackupEntry:
     encrypted: bool
     note: str | None = None
     held: bool = False
+    verified: VerificationRecord | None = None
+    """Its newest verification (None: never verified). Counts only while ``size_bytes`` is
+    the size it had then (:attr:`verification`)."""
 
     @classmethod
     def from_name(
-        cls, name: BackupName, size_bytes: int, note: str | None = None, held: bool = False
+        cls,
+        name: BackupName,
+        size_bytes: int,
+        note: str | None = None,
+        held: bool = False,
+        verified: VerificationRecord | None = None,
     ) -> BackupEntry:
         return cls(
             file=name.filename,
@@ -52,7 +73,14 @@ class BackupEntry:
             encrypted=name.encrypted,
             note=note,
             held=held,
+            verified=verified,
         )
+
+    @property
+    def verification(self) -> VerificationRecord | None:
+        """Its newest verification if it still applies (the file has the size verified)."""
+        record = self.verified
+        return record if record is not None and record.size_bytes == self.size_bytes else None
 
 
 def zone(tz: str) -> ZoneInfo:
@@ -81,6 +109,15 @@ def newest_first(entries: Iterable[BackupEntry]) -> list[BackupEntry]:
     return sorted(entries, key=lambda e: (e.taken_at, e.file), reverse=True)
 
 
+def verified_text(entry: BackupEntry, tzinfo: ZoneInfo) -> str:
+    """``✅ 2026-11-27`` / ``❌ BAD 2026-11-27`` (the day it was verified), or empty."""
+    record = entry.verification
+    if record is None:
+        return ""
+    day = record.verified_at.astimezone(tzinfo).strftime("%Y-%m-%d")
+    return f"{VERIFIED_OK if record.ok else VERIFIED_BAD} {day}"
+
+
 def _row(entry: BackupEntry, tzinfo: ZoneInfo) -> dict[str, str]:
     local = entry.taken_at.astimezone(tzinfo)
     return {
@@ -91,6 +128,7 @@ def _row(entry: BackupEntry, tzinfo: ZoneInfo) -> dict[str, str]:
         "File": entry.file,
         "Note": entry.note or "",
         "Held": HELD_YES if entry.held else "",
+        "Verified": verified_text(entry, tzinfo),
     }
 
 
@@ -123,9 +161,18 @@ def to_json_records(entries: Iterable[BackupEntry], tz: str) -> list[dict[str, o
             "encrypted": e.encrypted,
             "note": e.note,
             "held": e.held,
+            "verified": _verified_json(e, tzinfo),
         }
         for e in newest_first(entries)
     ]
+
+
+def _verified_json(entry: BackupEntry, tzinfo: ZoneInfo) -> dict[str, object] | None:
+    record = entry.verification
+    if record is None:
+        return None
+    at = record.verified_at.astimezone(tzinfo).isoformat(timespec="seconds")
+    return {"ok": record.ok, "at": at}
 
 
 def render_table(entries: Sequence[BackupEntry], tz: str, title: str | None = None) -> Table:
@@ -145,7 +192,7 @@ def render_table(entries: Sequence[BackupEntry], tz: str, title: str | None = No
     return table
 
 
-TABLE_MIN_WIDTH = 120
+TABLE_MIN_WIDTH = 136
 """Below this many columns the table cannot show every column whole: use render_lines."""
 
 
@@ -154,7 +201,13 @@ def render_lines(entries: Sequence[BackupEntry], tz: str) -> list[str]:
     lines = []
     for row in to_artifact_rows(entries, tz):
         extras = " ".join(
-            x for x in (row["Held"] and "held", row["Note"] and f"- {row['Note']}") if x
+            x
+            for x in (
+                row["Held"] and "held",
+                row["Verified"].startswith(VERIFIED_BAD) and "BAD",
+                row["Note"] and f"- {row['Note']}",
+            )
+            if x
         )
         lines.append(
             f"{row['Date / Time']}  {row['Frequency']:<11} {row['Size']:>9}  "

@@ -5,16 +5,16 @@ Sizes in this product are decimal: 1 MB = 1,000,000 bytes (as shown in the backu
 bytes used are everything the storage holds there (``BackupFolder.usage_bytes``, i.e.
 ``Storage.space_used``): backups, side files, and what killed writes left until it is swept.
 Quotas are configured and shown in whole MB; sizes used, free and needed are shown like the
-backup list's (:func:`~daai_backup.catalog.human_size`: ``512 B``, ``12.4 kB``, ``1.2 GB``),
-so a small tenant does not read ``0.0 MB``.
+backup list's (:func:`~daai_backup.repository.catalog.human_size`: ``512 B``, ``12.4 kB``,
+``1.2 GB``), so a small tenant does not read ``0.0 MB``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from daai_backup.catalog import human_size
 from daai_backup.errors import QuotaExceeded
+from daai_backup.repository.catalog import human_size
 
 MB = 1_000_000
 

@@ -48,14 +48,14 @@ from daai_backup.errors import (
     UnsupportedFormat,
     WrongTenant,
 )
-from daai_backup.keys import (
+from daai_backup.format.keys import (
     FINGERPRINT_SIZE,
     Keyring,
     MasterKey,
     derive_tenant_key,
     validate_tenant_id,
 )
-from daai_backup.names import BackupName
+from daai_backup.repository.names import BackupName
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -119,13 +119,15 @@ class ContentType(IntEnum):
     BACKUP_ARCHIVE = 1
     """gzip of a mongodump archive: a backup (``*.gz.enc``)."""
     MANIFEST = 2
-    """JSON. Reserved for later work: nothing writes or reads it yet."""
+    """JSON: a backup's manifest (:mod:`daai_backup.repository.manifest`)."""
     CHANGE_SEGMENT = 3
     """Reserved for later work: nothing writes or reads it yet."""
+    LISTING_INDEX = 4
+    """JSON: a tenant's listing index (:mod:`daai_backup.repository.index`)."""
 
     @property
     def label(self) -> str:
-        """``backup-archive``, ``manifest`` or ``change-segment``."""
+        """``backup-archive``, ``manifest``, ``change-segment`` or ``listing-index``."""
         return self.name.lower().replace("_", "-")
 
 
