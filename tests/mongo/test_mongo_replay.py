@@ -203,3 +203,30 @@ def test_updates_translate_odd_field_names_into_pipeline_stages() -> None:
     odd = update_for({"updatedFields": {"n.d.t": 1}, "disambiguatedPaths": {"n.d.t": ["n", "d.t"]}})
     assert isinstance(odd[0], list)
     assert "$replaceWith" in odd[0][0]
+
+
+def test_disambiguated_paths_are_applied_literally_on_the_server(
+    mongo_client: MongoClient[Any], mongo_db_name: str
+) -> None:
+    # The shape mongod gives a change inside a field named with a dot (SecantusDB reports
+    # such changes as the whole parent, so this one is written as mongod would send it).
+    coll = mongo_client[mongo_db_name]["odd"]
+    coll.insert_one({"_id": 1, "n": {"d.t": 1, "k": 2}, "arr": [{"a.b": 1}, 5], "$x": {"y": 1}})
+    description = {
+        "updatedFields": {"n.d.t": 5, "arr.0.a.b": 7, "$x.y": 2},
+        "removedFields": ["n.k"],
+        "truncatedArrays": [{"field": "arr", "newSize": 1}],
+        "disambiguatedPaths": {
+            "n.d.t": ["n", "d.t"],
+            "arr.0.a.b": ["arr", 0, "a.b"],
+            "$x.y": ["$x", "y"],
+        },
+    }
+    for update in update_for(description):
+        assert coll.update_one({"_id": 1}, update).matched_count == 1
+    assert coll.find_one({"_id": 1}) == {
+        "_id": 1,
+        "n": {"d.t": 5},
+        "arr": [{"a.b": 7}],
+        "$x": {"y": 2},
+    }
