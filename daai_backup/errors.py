@@ -12,7 +12,8 @@ else is bad input or a permanent condition and fails at once.
     DaaiBackupError
     ├── ConfigError                 settings are missing or malformed
     │   ├── KeyMissing              BACKUP_ENCRYPTION_KEY is not set
-    │   └── KeyInvalid              a key is not base64 of 32 bytes
+    │   ├── KeyInvalid              a key is not base64 of 32 bytes
+    │   └── ChangeCaptureMissing    a restore to a moment without change capture installed
     ├── TenantError
     │   ├── TenantsFileInvalid      the tenants YAML does not validate
     │   ├── UnknownTenant           no such tenant in the registry
@@ -23,6 +24,9 @@ else is bad input or a permanent condition and fails at once.
     ├── InvalidName                 a name that would become a path/key is refused
     ├── CopyRefused                 a restore copy's database is not ours to (over)write
     ├── QueryError                  a diff/find query is malformed or names nothing there
+    ├── MomentRefused               a restore to a moment that cannot be done
+    │   ├── MomentInvalid           the moment's text is not a time to the second
+    │   └── MomentNotCovered        no snapshot and captured changes reach the moment
     ├── LeaseError                  the tenant's lease (one operation per tenant at a time)
     │   ├── LeaseTimeout            another operation held it for longer than the wait limit
     │   └── LeaseLost               taken over, or not renewed for a whole TTL, while held
@@ -71,6 +75,22 @@ class KeyMissing(ConfigError):
 
 class KeyInvalid(ConfigError):
     """A configured key is not base64 of exactly 32 bytes."""
+
+
+class ChangeCaptureMissing(ConfigError):
+    """A restore to a moment needs the change capture, and this installation has none."""
+
+
+class MomentRefused(DaaiBackupError):
+    """A restore to a moment that cannot be done; nothing was changed."""
+
+
+class MomentInvalid(MomentRefused):
+    """The moment's text is not a time to the second."""
+
+
+class MomentNotCovered(MomentRefused):
+    """No snapshot and captured changes reach the moment; the message names what does."""
 
 
 class TenantError(DaaiBackupError):

@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, BinaryIO, Literal, cast
@@ -34,10 +34,13 @@ from typing import TYPE_CHECKING, BinaryIO, Literal, cast
 from daai_backup import policy
 from daai_backup.errors import (
     ArchiveCorrupt,
+    ChangeCaptureMissing,
     CopyRefused,
     DaaiBackupError,
+    DatabaseError,
     KeyMissing,
     LeaseError,
+    MomentNotCovered,
     NotAnArchive,
     ObjectNotFound,
     QuotaExceeded,
@@ -64,12 +67,14 @@ from daai_backup.streams import CountingReader, produce_into_pipe
 from daai_backup.tenants import Tenant, TenantRegistry
 
 if TYPE_CHECKING:
+    from bson.timestamp import Timestamp
     from pymongo import MongoClient
 
     from daai_backup.fleet import FleetView, LastRun, TenantFacts
     from daai_backup.format.dbk1 import ArchiveHeader
     from daai_backup.format.keys import Keyring
     from daai_backup.lease import Lease, LeaseInfo
+    from daai_backup.moments import ChangeSource, MomentPlan, Snapshot
     from daai_backup.mongo import CatalogChange, DumpResult
     from daai_backup.mongo.copies import CopyInfo
     from daai_backup.repository.archive_facts import ArchiveFacts
@@ -672,6 +677,7 @@ class StagedOutcome:
     collections: int
     documents: int
     duration_s: float
+    replayed_events: int = 0  # change events replayed onto it (a restore to a moment)
 
 
 def stage_restore(
@@ -778,6 +784,160 @@ def finish_interrupted_restore(ctx: EngineContext, tenant: Tenant) -> bool:
 
     with ctx.exclusive(tenant, "restore", detail="finishing an interrupted restore"):
         return _finish_interrupted_restore(ctx.mongo_client, tenant.database)
+
+
+# -- restore to a moment (point-in-time) ------------------------------------------------------
+
+
+def change_source(ctx: EngineContext, tenant: Tenant) -> ChangeSource:
+    """Where a tenant's captured changes are read: the one place that picks the reader.
+
+    Raises ``ChangeCaptureMissing`` when this installation has no change capture
+    (``daai_backup.capture``): a restore to a moment needs it.
+    """
+    try:
+        from daai_backup import capture  # type: ignore[attr-defined, unused-ignore]
+    except ImportError:
+        raise ChangeCaptureMissing(
+            f"point-in-time needs change capture: this installation has none, so tenant "
+            f"{tenant.id!r} can only be restored to a backup (`daai-backup list --tenant "
+            f"{tenant.id}`); restore one with --file"
+        ) from None
+    return cast("ChangeSource", capture)
+
+
+def snapshots(ctx: EngineContext, tenant: Tenant) -> list[Snapshot]:
+    """The tenant's backups a moment can start from: those whose stored manifest records
+    the cluster time of a consistent snapshot (newest first). Backups without a stored
+    manifest are left out rather than read whole here."""
+    from bson.timestamp import Timestamp
+
+    from daai_backup.moments import Snapshot
+
+    out = []
+    for entry in list_backups(ctx, tenant):
+        manifest = _stored_manifest(ctx, tenant, entry.file)
+        if manifest and manifest.cluster_time and manifest.consistency == "snapshot":
+            out.append(Snapshot(entry.file, Timestamp(*manifest.cluster_time)))
+    return sorted(out, key=lambda s: s.at, reverse=True)
+
+
+def recoverable_ranges(
+    ctx: EngineContext, tenant: Tenant, source: ChangeSource | None = None
+) -> list[tuple[Timestamp, Timestamp]]:
+    """The cluster-time ranges the tenant can be restored to any second of (oldest first):
+    from each coverage range's oldest snapshot to its end. ``moments.ranges_text`` words
+    them ("any second from ... to ...") in the tenant's zone."""
+    from daai_backup.moments import recoverable
+
+    source = source or change_source(ctx, tenant)
+    return recoverable(snapshots(ctx, tenant), source.coverage(ctx.folder(tenant)))
+
+
+def plan_moment(
+    ctx: EngineContext, tenant: Tenant, at: str | datetime, source: ChangeSource | None = None
+) -> MomentPlan:
+    """Which snapshot a restore to ``at`` starts from, and the cluster time it replays to.
+
+    ``at`` is a moment's text (``2026-11-28 14:31:59``, the tenant's zone unless it names
+    one) or an aware datetime, to the second. Refuses (``MomentInvalid``,
+    ``MomentNotCovered`` naming the recoverable ranges in the tenant's zone) before
+    anything is read or changed.
+    """
+    from daai_backup.moments import (
+        MomentPlan,
+        choose,
+        moment_timestamp,
+        parse_moment,
+        ranges_text,
+        recoverable,
+        time_text,
+    )
+
+    tz = ctx.timezone(tenant)
+    moment = parse_moment(at, tz) if isinstance(at, str) else at
+    source = source or change_source(ctx, tenant)
+    until = moment_timestamp(moment)
+    found = snapshots(ctx, tenant)
+    coverage = source.coverage(ctx.folder(tenant))
+    try:
+        chosen = choose(found, coverage, until)
+    except MomentNotCovered:
+        raise MomentNotCovered(
+            f"tenant {tenant.id!r} cannot be restored to {time_text(until, tz)}: "
+            f"{ranges_text(recoverable(found, coverage), tz)}; pick a moment inside them"
+        ) from None
+    return MomentPlan(file=chosen.file, snapshot=chosen.at, until=until, moment=moment)
+
+
+def replay_to_moment(
+    ctx: EngineContext,
+    tenant: Tenant,
+    staged: StagedOutcome,
+    plan: MomentPlan,
+    source: ChangeSource | None = None,
+) -> StagedOutcome:
+    """Apply the captured changes after the staged snapshot up to the moment, to the staged
+    copy (nothing live changes); the staged copy is verified again and stays staged.
+
+    A failure drops the staged copy (``RestoreVerificationFailed`` when the snapshot and
+    the changes disagree).
+    """
+    from daai_backup.mongo.replay import replay_staged
+
+    if staged.file != plan.file:
+        raise DatabaseError(
+            f"the staged restore holds {staged.file!r}, the moment's plan starts from "
+            f"{plan.file!r}; stage the plan's backup"
+        )
+    source = source or change_source(ctx, tenant)
+    started = time.monotonic()
+    with ctx.exclusive(tenant, "restore", detail=f"{plan.file} to a moment"):
+        events = source.read_changes(
+            ctx.folder(tenant), ctx.settings.keyring, tenant.id, plan.snapshot, plan.until
+        )
+        result = replay_staged(
+            ctx.mongo_client,
+            tenant.database,
+            staged.run,
+            events,
+            after=plan.snapshot,
+            until=plan.until,
+        )
+    logger.info(
+        "tenant %s: replayed %d change events (%d skipped) onto %s in %.1f s",
+        tenant.id,
+        result.applied,
+        result.skipped,
+        plan.file,
+        result.seconds,
+    )
+    return replace(
+        staged,
+        collections=result.collections,
+        documents=result.documents,
+        duration_s=staged.duration_s + time.monotonic() - started,
+        replayed_events=result.applied,
+    )
+
+
+def restore_to_moment(
+    ctx: EngineContext,
+    tenant: Tenant,
+    at: str | datetime,
+    source: ChangeSource | None = None,
+) -> RestoreOutcome:
+    """Restore the tenant's database to the moment ``at``: the newest snapshot at or before
+    it, staged, the captured changes replayed up to and including it, verified, swapped in.
+
+    Like :func:`restore_tenant`, no safety backup is taken here (the restore flow takes one
+    before the swap).
+    """
+    plan = plan_moment(ctx, tenant, at, source)
+    with ctx.exclusive(tenant, "restore", detail=f"{plan.file} to a moment"):
+        staged = stage_restore(ctx, tenant, plan.file)
+        staged = replay_to_moment(ctx, tenant, staged, plan, source)
+        return swap_restore(ctx, tenant, staged)
 
 
 #: Errors that make a backup file bad, as opposed to a problem of this side: a missing or
