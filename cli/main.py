@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "deploy_cmds",
     "status_cmds",
     "copy_cmds",
+    "capture_cmds",
 )
 
 for _module in _COMMAND_MODULES:

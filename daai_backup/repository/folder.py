@@ -10,6 +10,9 @@ Layout under the tenant root (``<storage url>/<tenant id>`` by default, or the t
     db-backups/held/<backup file>.meta.json
     db-backups/verified/<backup file>.json   what verify found (held or not; see
                                              :mod:`daai_backup.repository.verification`)
+    db-backups/changes/<segment>.chg.enc     change capture's segments and gap records
+                                             (:mod:`daai_backup.capture.segments`); the
+                                             backup list and leftovers never touch them
 
 Every method takes a backup *file name*, never a key: the name is parsed by
 :meth:`BackupName.parse` (which accepts only canonical names, no '/' at all) and joined to
@@ -70,6 +73,7 @@ HELD_DIR = "held"
 VERIFIED_DIR = "verified"
 SIDECAR_SUFFIX = ".meta.json"
 RECORD_SUFFIX = ".json"
+CHANGES_DIR = "changes"
 
 
 class BackupFolder:
@@ -96,6 +100,12 @@ class BackupFolder:
 
     def __repr__(self) -> str:
         return f"BackupFolder({self.url!r})"
+
+    @property
+    def changes_prefix(self) -> str:
+        """Storage key of the tenant's ``db-backups/changes`` folder (change capture's
+        segments and gap records, :mod:`daai_backup.capture.segments`)."""
+        return join_key(self._pool, CHANGES_DIR)
 
     # --- keys -------------------------------------------------------------------------
 
