@@ -113,7 +113,8 @@ def test_once_routes_each_tenant_to_its_own_folder(
 
     outcome = run_capture(settings, once=True)
 
-    assert outcome.per_tenant["alpha"] >= 10 and outcome.per_tenant["beta"] >= 10
+    assert outcome.per_tenant["alpha"] >= 10
+    assert outcome.per_tenant["beta"] >= 10
     assert outcome.skipped >= 1  # the unknown database
     for tid, other in (("alpha", "beta"), ("beta", "alpha")):
         events = _changes(settings, tid)
@@ -268,7 +269,8 @@ def test_history_loss_records_a_gap(setup: dict[str, Any], mongo_client: Any) ->
     assert sorted(outcome.history_lost) == ["alpha", "beta"]
     folder = _folder(settings, "alpha")
     recorded = gaps(folder)
-    assert len(recorded) == 1 and "refused" in recorded[0].reason
+    assert len(recorded) == 1
+    assert "refused" in recorded[0].reason
     ranges = coverage(folder)
     assert len(ranges) == 2  # the hole is explicit
     assert ranges[0][1] < recorded[0].end < ranges[1][0]
@@ -293,6 +295,6 @@ def test_read_changes_refuses_an_uncovered_range(setup: dict[str, Any]) -> None:
     settings = setup["settings"]
     run_capture(settings, once=True)
     folder = _folder(settings, "alpha")
-    ((start, end),) = coverage(folder)
+    ((_, end),) = coverage(folder)
     with pytest.raises(ChangesNotCovered, match="covered:"):
         list(read_changes(folder, settings.keyring, "alpha", Timestamp(1, 0), end))
