@@ -364,3 +364,26 @@ def delete_change_object(folder: BackupFolder, filename: str) -> None:
     if not (_SEGMENT_RE.fullmatch(filename) or _GAP_RE.fullmatch(filename)):
         raise InvalidName(f"{filename!r} is not a change segment or gap record name")
     folder.storage.delete(_changes_key(folder, filename))
+
+
+def apply_change_retention(
+    folder: BackupFolder, cutoff: Timestamp, *, dry_run: bool = False
+) -> list[str]:
+    """Delete the segments and gap records that end before ``cutoff``; returns their names.
+
+    The plan is :func:`daai_backup.policy.retention.plan_changes`; the caller holds the
+    tenant's lease and computed the cutoff from the snapshots it keeps.
+    """
+    from daai_backup.policy.retention import plan_changes
+
+    cut = (cutoff.time, cutoff.inc)
+    items = [
+        (s.filename, (s.start.time, s.start.inc), (s.end.time, s.end.inc))
+        for s in list_segments(folder)
+    ]
+    items += [(g.file, (g.start.time, g.start.inc), (g.end.time, g.end.inc)) for g in gaps(folder)]
+    doomed = plan_changes(items, cut)
+    if not dry_run:
+        for name in doomed:
+            delete_change_object(folder, name)
+    return doomed
