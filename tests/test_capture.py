@@ -298,3 +298,34 @@ def test_read_changes_refuses_an_uncovered_range(setup: dict[str, Any]) -> None:
     ((_, end),) = coverage(folder)
     with pytest.raises(ChangesNotCovered, match="covered:"):
         list(read_changes(folder, settings.keyring, "alpha", Timestamp(1, 0), end))
+
+
+def test_lag_for_the_fleet_view(setup: dict[str, Any], mongo_client: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from daai_backup.fleet import display_rows, fleet_table
+    from daai_backup.tenants import TenantRegistry
+
+    settings = setup["settings"]
+    run_capture(settings, once=True)
+    now = datetime.now(UTC)
+    lags = state.capture_lags(mongo_client, settings, ["alpha", "beta", "gamma"], now)
+    assert lags == {"alpha": 0.0, "beta": 0.0, "gamma": None}
+    # Capture stopped long ago: everything since its position may be missing.
+    later = now + timedelta(minutes=30)
+    stale = state.capture_lags(mongo_client, settings, ["alpha"], later)
+    assert stale["alpha"] is not None
+    assert stale["alpha"] >= 1700
+    registry = TenantRegistry.load(settings.tenants_file)
+    table = fleet_table(
+        registry.values(),
+        {},
+        now=later,
+        default_timezone="UTC",
+        spread_minutes=0,
+        capture_lag={"alpha": stale["alpha"], "beta": None},
+        capture_target_s=60,
+    )
+    shown = {r["Tenant"]: r["Capture lag"] for r in display_rows(table)}
+    assert shown["alpha"].endswith("(over target)")
+    assert shown["beta"] == "off"

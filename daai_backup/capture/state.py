@@ -104,3 +104,32 @@ def save(client: MongoClient[Any], settings: Settings, point: ResumePoint) -> No
 def clear(client: MongoClient[Any], settings: Settings) -> None:
     """Forget the resume point (the next capture starts at the present)."""
     _collection(client, settings).delete_one({"_id": DOCUMENT_ID})
+
+
+STALE_AFTER_S: Final = 120.0
+"""A resume point older than this (plus the lag target) means capture is not running."""
+
+
+def capture_lags(
+    client: MongoClient[Any], settings: Settings, tenant_ids: list[str], now: datetime
+) -> dict[str, float | None]:
+    """Each tenant's capture lag in seconds: committed writes not yet stored are at most
+    this old. None: the tenant is not captured (no capture ran, suspended, not yet seen).
+
+    While capture runs (its resume point saved within the target + 2 minutes), the lag of
+    the tenant's last flush (0 when it had nothing to store); when it stopped, the age of the
+    resume point's position: everything since may be missing.
+    """
+    point = load(client, settings)
+    lags: dict[str, float | None] = dict.fromkeys(tenant_ids)
+    if point is None:
+        return lags
+    stale = (now - point.saved_at).total_seconds() > (
+        settings.capture_max_lag_seconds + STALE_AFTER_S
+    )
+    behind = max(0.0, now.timestamp() - point.position.time)
+    for tid in tenant_ids:
+        pos = point.tenants.get(tid)
+        if pos is not None:
+            lags[tid] = behind if stale else pos.lag_s
+    return lags
