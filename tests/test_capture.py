@@ -329,3 +329,34 @@ def test_lag_for_the_fleet_view(setup: dict[str, Any], mongo_client: Any) -> Non
     shown = {r["Tenant"]: r["Capture lag"] for r in display_rows(table)}
     assert shown["alpha"].endswith("(over target)")
     assert shown["beta"] == "off"
+
+
+def test_change_retention_keeps_the_chain_of_the_base_snapshot(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from daai_backup.capture.segments import apply_change_retention, write_segment
+    from daai_backup.policy.retention import change_cutoff
+
+    now = datetime(2026, 11, 28, tzinfo=UTC)
+    day = 86400
+    t0 = int((now - timedelta(days=10)).timestamp())
+    folder = folder_for_tenant("alpha", None, (tmp_path).as_uri())
+    settings = Settings(backup_encryption_key=KEY, tenants_file=Path("x"), _env_file=None)  # type: ignore[call-arg]
+    master = settings.keyring.require_current()
+    for k in range(10):  # one segment per day, contiguous
+        write_segment(
+            folder,
+            master,
+            "alpha",
+            Timestamp(t0 + k * day, 0),
+            predecessor(Timestamp(t0 + (k + 1) * day, 0)),
+            [],
+        )
+    # The base snapshot (newest kept at or before the 7-day window's start) is 8.5 days old.
+    base = (int((now - timedelta(days=8.5)).timestamp()), 0)
+    cutoff = change_cutoff(now, 7, [base, (int(now.timestamp()) - day, 0)])
+    assert cutoff == base
+    deleted = apply_change_retention(folder, Timestamp(*cutoff))
+    assert len(deleted) == 1  # only the day entirely before the base snapshot
+    ((start, end),) = coverage(folder)
+    assert start <= Timestamp(*base) <= end
