@@ -56,6 +56,11 @@ def fleet() -> None:
     """Stand-in for flows.fleet.fleet."""
 
 
+@flow(name="capture")
+def capture(minutes: float = 10) -> None:
+    """Stand-in for flows.capture.capture."""
+
+
 FLOWS: dict[str, Flow[..., Any]] = {
     "backup": backup,
     "restore": restore,
@@ -64,6 +69,7 @@ FLOWS: dict[str, Flow[..., Any]] = {
     "sync-schedules": sync_schedules,
     "verify": verify,
     "fleet": fleet,
+    "capture": capture,
 }
 
 

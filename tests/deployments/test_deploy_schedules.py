@@ -219,7 +219,10 @@ def test_operation_deployments(settings: Settings) -> None:
         "sync-schedules",
         "verify",
         "fleet",
+        "capture",
     }
+    assert specs["capture"].schedules[0].interval == timedelta(minutes=10)
+    assert specs["capture"].concurrency_limit == 1
     assert specs["restore"].schedules == ()
     assert specs["retention"].schedules == ()
     sweep = specs["retention-sweep"].schedules[0]
