@@ -19,7 +19,7 @@ from deployments.sync import SyncReport, ensure_process_pool, sync_deployments
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 OPS = {"restore/restore", "retention/retention", "retention-sweep/retention-sweep"}
-OPS |= {"sync-schedules/sync-schedules", "verify/verify", "fleet/fleet"}
+OPS |= {"sync-schedules/sync-schedules", "verify/verify", "fleet/fleet", "capture/capture"}
 
 
 def _tenant(tenant_id: str, **fields: Any) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def test_create_then_idempotent(
 
     second = _sync(tenants, settings, stand_in_flows)
     assert not second.changed, second.summary()
-    assert second.unchanged == 8
+    assert second.unchanged == 9
 
     deployment = _read("backup/backup-globex-crm")
     # A Quick Run is Backup Now; the schedule's own parameters label scheduled runs.
@@ -94,7 +94,7 @@ def test_update_pause_resume_remove(
     assert report.paused == ["backup/backup-globex-crm"]
     assert report.removed == ["backup/backup-initech-inv"]
     assert report.created == []
-    assert report.unchanged == 6
+    assert report.unchanged == 7
 
     acme = _read("backup/backup-acme-hr")
     assert [s.slug.split(":")[0] for s in acme.schedules] == ["7-day"]  # the old one is gone
@@ -136,7 +136,7 @@ def test_work_pool_registration(
     tenants = [_tenant("acme-hr")]
     _sync(tenants, settings, stand_in_flows)
     moved = _sync(tenants, settings, stand_in_flows, work_pool="daai-test-pool")
-    assert len(moved.updated) == 7  # every deployment moves to the pool
+    assert len(moved.updated) == 8  # every deployment moves to the pool
     assert _read("backup/backup-acme-hr").work_pool_name == "daai-test-pool"
     assert _read("sync-schedules/sync-schedules").parameters == {"work_pool": "daai-test-pool"}
     assert not _sync(tenants, settings, stand_in_flows, work_pool="daai-test-pool").changed
