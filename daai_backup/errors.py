@@ -47,6 +47,10 @@ else is bad input or a permanent condition and fails at once.
         ├── SnapshotTooOld          the read outlived the server's snapshot window
         ├── SnapshotChanged         (transient) collections changed during the dump
         └── RestoreVerificationFailed  staged data does not match the archive
+    CaptureError                    continuous change capture (daai_backup.capture)
+    ├── ChangeStreamUnavailable     the cluster cannot give change streams (standalone)
+    ├── ChangeHistoryLost           the oplog rolled past the resume point: a gap
+    └── ChangesNotCovered           the captured changes do not cover a requested range
 """
 
 from __future__ import annotations
@@ -237,3 +241,19 @@ class SnapshotChanged(DatabaseError):
 
 class RestoreVerificationFailed(DatabaseError):
     """Staged collections do not match the archive; nothing live was touched."""
+
+
+class CaptureError(DaaiBackupError):
+    """Continuous change capture failed (:mod:`daai_backup.capture`)."""
+
+
+class ChangeStreamUnavailable(CaptureError):
+    """The cluster cannot give change streams (a standalone ``mongod``, no permission)."""
+
+
+class ChangeHistoryLost(CaptureError):
+    """The change stream cannot resume where capture stopped: events were lost (a gap)."""
+
+
+class ChangesNotCovered(CaptureError):
+    """The captured change segments do not cover the requested range of cluster times."""

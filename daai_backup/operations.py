@@ -1283,6 +1283,14 @@ def fleet_view(
     except DaaiBackupError as exc:
         leases = None
         notes.append(f"leases unknown: {exc}")
+    capture_lag: dict[str, float | None] | None
+    try:
+        from daai_backup.capture.state import capture_lags
+
+        capture_lag = capture_lags(ctx.mongo_client, ctx.settings, [t.id for t in tenants], now)
+    except Exception as exc:  # pymongo errors: the lag is unknown, the view still shows
+        capture_lag = None
+        notes.append(f"capture lag unknown: {type(exc).__name__}")
     table = fleet_table(
         tenants,
         facts,
@@ -1293,6 +1301,8 @@ def fleet_view(
         leases=leases,
         last_runs=last_runs,
         registered_at=registered_at,
+        capture_lag=capture_lag,
+        capture_target_s=ctx.settings.capture_max_lag_seconds,
     )
     return FleetView(table=table, now=now, notes=notes, facts=facts)
 

@@ -11,6 +11,10 @@ Layout under the tenant root (``<storage url>/<tenant id>`` by default, or the t
     db-backups/verified/<backup file>.<when>.<size>.ok|bad    verification results
     legacy, still read: <backup file>.meta.json side files (notes), held/<backup file>
     (backups held by moving them), verified/<backup file>.json records
+    <tenant root>/db-changes/<segment>.chg.enc    change capture's segments and gap
+                                                  records, beside db-backups so the backup
+                                                  listing never pages through them
+                                                  (:mod:`daai_backup.capture.segments`)
 
 Every method takes a backup *file name*, never a key: the name is parsed by
 :meth:`BackupName.parse` (which accepts only canonical names, no '/' at all) and joined to
@@ -150,6 +154,10 @@ class _Scan:
         return best
 
 
+#: Change capture's folder, a sibling of ``db-backups`` under the tenant root.
+CHANGES_DIR = "db-changes"
+
+
 class BackupFolder:
     """The backups of one tenant, under ``root_prefix`` inside ``storage``.
 
@@ -187,6 +195,12 @@ class BackupFolder:
 
     def __repr__(self) -> str:
         return f"BackupFolder({self.url!r})"
+
+    @property
+    def changes_prefix(self) -> str:
+        """Storage key of the tenant's ``db-changes`` folder (change capture's
+        segments and gap records, :mod:`daai_backup.capture.segments`)."""
+        return join_key(self._root, CHANGES_DIR)
 
     # --- keys -------------------------------------------------------------------------
 
