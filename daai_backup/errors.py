@@ -12,8 +12,7 @@ else is bad input or a permanent condition and fails at once.
     DaaiBackupError
     ├── ConfigError                 settings are missing or malformed
     │   ├── KeyMissing              BACKUP_ENCRYPTION_KEY is not set
-    │   ├── KeyInvalid              a key is not base64 of 32 bytes
-    │   └── ChangeCaptureMissing    a restore to a moment without change capture installed
+    │   └── KeyInvalid              a key is not base64 of 32 bytes
     ├── TenantError
     │   ├── TenantsFileInvalid      the tenants YAML does not validate
     │   ├── UnknownTenant           no such tenant in the registry
@@ -79,10 +78,6 @@ class KeyMissing(ConfigError):
 
 class KeyInvalid(ConfigError):
     """A configured key is not base64 of exactly 32 bytes."""
-
-
-class ChangeCaptureMissing(ConfigError):
-    """A restore to a moment needs the change capture, and this installation has none."""
 
 
 class MomentRefused(DaaiBackupError):

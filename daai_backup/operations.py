@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, BinaryIO, Literal, cast
 from daai_backup import policy
 from daai_backup.errors import (
     ArchiveCorrupt,
-    ChangeCaptureMissing,
     CopyRefused,
     DaaiBackupError,
     DatabaseError,
@@ -790,35 +789,40 @@ def finish_interrupted_restore(ctx: EngineContext, tenant: Tenant) -> bool:
 
 
 def change_source(ctx: EngineContext, tenant: Tenant) -> ChangeSource:
-    """Where a tenant's captured changes are read: the one place that picks the reader.
+    """Where a tenant's captured changes are read: the one place that picks the reader
+    (change capture's segments in the tenant's folder, :mod:`daai_backup.capture`)."""
+    from daai_backup import capture
 
-    Raises ``ChangeCaptureMissing`` when this installation has no change capture
-    (``daai_backup.capture``): a restore to a moment needs it.
-    """
-    try:
-        from daai_backup import capture  # type: ignore[attr-defined, unused-ignore]
-    except ImportError:
-        raise ChangeCaptureMissing(
-            f"point-in-time needs change capture: this installation has none, so tenant "
-            f"{tenant.id!r} can only be restored to a backup (`daai-backup list --tenant "
-            f"{tenant.id}`); restore one with --file"
-        ) from None
     return cast("ChangeSource", capture)
 
 
 def snapshots(ctx: EngineContext, tenant: Tenant) -> list[Snapshot]:
-    """The tenant's backups a moment can start from: those whose stored manifest records
-    the cluster time of a consistent snapshot (newest first). Backups without a stored
-    manifest are left out rather than read whole here."""
+    """The tenant's backups a moment can start from: those whose manifest records the
+    cluster time of a consistent snapshot (newest first).
+
+    From the listing index's manifest summaries (one listing plus one read); a summary
+    cached before summaries carried the cluster time costs one manifest read. Backups
+    without a stored manifest are left out rather than read whole here.
+    """
     from bson.timestamp import Timestamp
 
     from daai_backup.moments import Snapshot
 
+    listing = folder_listing(ctx, tenant)
     out = []
-    for entry in list_backups(ctx, tenant):
-        manifest = _stored_manifest(ctx, tenant, entry.file)
-        if manifest and manifest.cluster_time and manifest.consistency == "snapshot":
-            out.append(Snapshot(entry.file, Timestamp(*manifest.cluster_time)))
+    for entry in listing.entries:
+        summary = listing.summaries.get(entry.file)
+        if summary is None:
+            continue
+        if "cluster_time" in summary:
+            consistency, cluster = summary.get("consistency"), summary["cluster_time"]
+        else:
+            manifest = _stored_manifest(ctx, tenant, entry.file)
+            if manifest is None:
+                continue
+            consistency, cluster = manifest.consistency, manifest.cluster_time
+        if cluster and consistency == "snapshot":
+            out.append(Snapshot(entry.file, Timestamp(int(cluster[0]), int(cluster[1]))))
     return sorted(out, key=lambda s: s.at, reverse=True)
 
 
@@ -832,6 +836,23 @@ def recoverable_ranges(
 
     source = source or change_source(ctx, tenant)
     return recoverable(snapshots(ctx, tenant), source.coverage(ctx.folder(tenant)))
+
+
+def point_in_time(ctx: EngineContext, tenant: Tenant) -> str | None:
+    """The tenant's recoverable ranges in words, for the backup list and ``describe``:
+    "recoverable: any second from ... to ..." in the tenant's zone; None while change
+    capture has stored nothing for the tenant, or when it cannot be read (the list must not
+    fail for it: a restore to a moment says why in full)."""
+    from daai_backup.moments import ranges_text
+
+    source = change_source(ctx, tenant)
+    try:
+        if not source.coverage(ctx.folder(tenant)):
+            return None
+        return ranges_text(recoverable_ranges(ctx, tenant, source), ctx.timezone(tenant))
+    except DaaiBackupError as exc:
+        logger.warning("tenant %s: recoverable ranges not known: %s", tenant.id, exc)
+        return None
 
 
 def plan_moment(

@@ -15,11 +15,10 @@ from mongo.change_workload import exact_state
 from test_operations import _ctx
 
 from daai_backup import moments
-from daai_backup.errors import ChangeCaptureMissing, MomentInvalid, MomentNotCovered
+from daai_backup.errors import MomentInvalid, MomentNotCovered
 from daai_backup.moments import Snapshot, choose, merged, parse_moment, ranges_text, recoverable
 from daai_backup.operations import (
     backup_tenant,
-    change_source,
     plan_moment,
     recoverable_ranges,
     restore_to_moment,
@@ -99,12 +98,6 @@ def test_restore_to_a_moment_in_the_tenants_zone(
     gap = ListSource(events, [(Timestamp(second_a - 60, 0), Timestamp(second_a - 1, 0))])
     with pytest.raises(MomentNotCovered, match="cannot be restored to"):
         plan_moment(ctx, tenant, f"{text:%Y-%m-%d %H:%M:%S}", gap)
-
-
-def test_without_change_capture_a_moment_is_refused_clearly(mongo_uri, local_storage_url):
-    ctx = _ctx(mongo_uri, local_storage_url, {"acme": "acme_db"})
-    with pytest.raises(ChangeCaptureMissing, match="point-in-time needs change capture"):
-        change_source(ctx, ctx.tenant("acme"))
 
 
 def test_moment_text_zone_offset_and_refusals() -> None:

@@ -58,7 +58,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from daai_backup.errors import (
     ArchiveCorrupt,
@@ -125,6 +125,8 @@ class FolderListing:
     reads: int = 0
     """Objects read beyond the listing (the index, manifests and side files it lacked)."""
     index_written: bool = False
+    summaries: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Each backup's manifest summary (``Manifest.summary()``) as the index holds it."""
 
 
 @dataclass
@@ -317,6 +319,7 @@ class BackupFolder:
         )
         records, reads = self._records(scan, with_errors=False)
         notes: dict[str, str | None] = {}
+        summaries: dict[str, Mapping[str, Any]] = {}
         index_problem: str | None = None
         written = False
         notes_need_key = False
@@ -331,6 +334,8 @@ class BackupFolder:
                     continue
                 fresh[backup] = entry
                 notes[backup] = entry.note
+                if entry.source == "manifest" and entry.summary is not None:
+                    summaries[backup] = entry.summary
                 if entry.error is not None:
                     strays.append(
                         Stray(
@@ -374,6 +379,7 @@ class BackupFolder:
             index_problem=index_problem,
             reads=reads,
             index_written=written,
+            summaries=summaries,
         )
 
     def _read_index(self, scan: _Scan) -> tuple[dict[str, IndexEntry], str | None]:
