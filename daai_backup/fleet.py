@@ -25,7 +25,8 @@ markdown line above them.
 ===============================  ==========================================================
 
 "Good" is the newest backup that verify has not recorded bad (any label: a manual or a
-pre-restore backup is a full snapshot too).
+pre-restore backup is a full snapshot too), except an ``imported`` one: it holds whatever
+the imported archive held, not the tenant's database at the time it was added.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any, Final
 import pandas as pd
 
 from daai_backup.lease import LeaseInfo
+from daai_backup.policy import IMPORTED
 from daai_backup.policy.schedule_times import interval_days, next_backup_time
 from daai_backup.repository.catalog import BackupEntry, human_size, newest_first, zone
 from daai_backup.repository.quota import QuotaReport
@@ -132,9 +134,13 @@ def format_age(delta: timedelta) -> str:
 def last_good_backup(
     entries: Iterable[BackupEntry], known_bad: Iterable[str]
 ) -> BackupEntry | None:
-    """The newest backup verify has not recorded bad, or None."""
+    """The newest backup of the tenant's database verify has not recorded bad, or None
+    (an imported archive is not a backup of the database as it was when imported)."""
     bad = set(known_bad)
-    return next((e for e in newest_first(entries) if e.file not in bad), None)
+    return next(
+        (e for e in newest_first(entries) if e.file not in bad and e.frequency != IMPORTED),
+        None,
+    )
 
 
 def last_verification(entries: Iterable[BackupEntry]) -> tuple[BackupEntry, bool, datetime] | None:

@@ -93,6 +93,15 @@ def test_good_means_not_recorded_bad() -> None:
     assert row["last_good_file"] == older.file
 
 
+def test_an_imported_archive_is_not_a_fresh_backup() -> None:
+    """Importing last year's dump today does not make an overdue tenant look backed up."""
+    imported, older = _entry(timedelta(hours=1), label="imported"), _entry(timedelta(days=3))
+    facts = {"t": TenantFacts(entries=(imported, older), known_bad=frozenset())}
+    row = _table([{"id": "t", "frequency": "24-hour"}], facts).iloc[0]
+    assert row["state"] == fleet.OVERDUE
+    assert row["last_good_file"] == older.file
+
+
 def test_waiting_for_first_backup_until_the_first_slot_is_missed_by_half_an_interval() -> None:
     tenant = {"id": "newbie", "frequency": "7-day"}
     registry = TenantRegistry.from_data({"tenants": [{"workspace_name": "N", **tenant}]})

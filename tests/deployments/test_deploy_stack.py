@@ -173,6 +173,7 @@ def test_make_up_end_to_end(tmp_path: Path) -> None:
             storage_url=(var_dir / "storage").resolve().as_uri(),
             tenants_file=var_dir / "tenants.yaml",
             mongodb_uri=f"mongodb://127.0.0.1:{mongo_port}/",
+            backup_encryption_key=key,  # notes are in the encrypted manifest
         )
         ctx = load_context(settings)
         entries = list_backups(ctx, ctx.tenant("acme-hr"))
