@@ -62,7 +62,8 @@ def test_restore_flow_to_a_moment(
     ctx = flow_env.context()
     who = ctx.tenant(tid)
     said = operations.point_in_time(ctx, who)
-    assert said is not None and said.startswith("recoverable: any second from ")
+    assert said is not None
+    assert said.startswith("recoverable: any second from ")
     assert f"{moment:%Y-%m-%d %H:%M:%S}" < said.split(" to ")[-1]  # the moment is inside
     _, _, description = backup_list_artifact(ctx, who, operations.list_backups(ctx, who))
     assert f"Point in time: {said}." in description
