@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, BinaryIO, cast
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, cast
 
 import typer
 from rich.markup import escape
@@ -263,10 +263,29 @@ def doctor(
 
         return asyncio.run(_ping_mongodb(settings.mongodb_uri.get_secret_value()))
 
+    def change_streams() -> str:
+        from pymongo import MongoClient
+
+        from daai_backup.capture.runner import check_change_streams
+
+        client: MongoClient[Any] = MongoClient(
+            settings.mongodb_uri.get_secret_value(), serverSelectionTimeoutMS=3000
+        )
+        try:
+            return check_change_streams(client)
+        finally:
+            client.close()
+
     report("encryption key", key)
     report("tenants file", tenants)
     report("storage", storage)
     report("mongodb", mongodb)
+    if not failures:
+        # Point-in-time capture is optional: a cluster without change streams is a warning.
+        try:
+            console.print(f"[green]ok  [/] change streams: {change_streams()}", highlight=False)
+        except DaaiBackupError as exc:
+            console.print(f"[yellow]WARN[/] change streams: {exc}", highlight=False)
     if failures:
         raise typer.Exit(1)
 

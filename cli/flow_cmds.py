@@ -174,8 +174,17 @@ def backup(
 @app.command()
 def restore(
     tenant: TenantOption,
-    file: Annotated[str, typer.Option("--file", "-f", help="a backup file name from `list`")],
     actor: Annotated[str, typer.Option(help="who asks (needs 'restore')")],
+    file: Annotated[
+        str | None, typer.Option("--file", "-f", help="a backup file name from `list`")
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help='restore to this moment instead, to the second: "2026-11-28 14:31:59" (the '
+            "tenant's time zone unless the text names one); needs change capture"
+        ),
+    ] = None,
     confirm: Annotated[
         str | None,
         typer.Option(help="the workspace name, typed exactly, to confirm the restore"),
@@ -192,9 +201,17 @@ def restore(
         bool, typer.Option("--replace", help="with --into: replace this tenant's copy of that name")
     ] = False,
 ) -> None:
-    """Restore a backup after a safety backup (everything after its time is lost), or load it
-    into a copy with --into."""
+    """Restore a backup after a safety backup (everything after its time is lost), or restore
+    to a moment (--at), or load a backup into a copy with --into."""
     from flows.restore import restore as restore_flow
+
+    if (file is None) == (at is None):
+        raise fail(
+            "name what to restore: a backup with --file F (from `list`), or a moment with "
+            '--at "2026-11-28 14:31:59"'
+        )
+    if at is not None and into is not None:
+        raise fail("--at restores the workspace itself; --into loads a backup (--file) into a copy")
 
     if into is None and confirm is None:
         raise fail(
@@ -203,7 +220,8 @@ def restore(
         )
     if into is None and replace:
         raise fail("--replace goes with --into (it replaces a copy, never the live workspace)")
-    parameters: dict[str, Any] = {"tenant": tenant, "file": file, "actor": actor}
+    parameters: dict[str, Any] = {"tenant": tenant, "actor": actor}
+    parameters |= {"file": file} if at is None else {"at": at}
     if into is None:
         parameters["confirm_workspace_name"] = confirm
     else:
@@ -222,8 +240,11 @@ def restore(
             highlight=False,
         )
         return
+    reached = (
+        f" and {result['replayed_events']} captured changes, to {at}" if result.get("at") else ""
+    )
     console.print(
-        f"restored {tenant} from {result['file']} ({result['documents']} documents); "
+        f"restored {tenant} from {result['file']}{reached} ({result['documents']} documents); "
         f"to go back, restore the safety backup {result['safety_backup']}",
         highlight=False,
     )

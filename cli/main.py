@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "status_cmds",
     "copy_cmds",
     "inspect_cmds",
+    "capture_cmds",
 )
 
 for _module in _COMMAND_MODULES:

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from daai_backup.lease import LeaseInfo
+    from daai_backup.operations import EngineContext
     from daai_backup.repository.folder import FolderListing
+    from daai_backup.tenants import Tenant
 
 TenantOption = Annotated[str, typer.Option("--tenant", "-t", help="the tenant id")]
 FileOption = Annotated[str, typer.Option("--file", "-f", help="a backup file name from `list`")]
@@ -77,7 +79,16 @@ def list_(
         console.print(title, highlight=False)
         for line in render_lines(entries, tz):
             console.print(line, highlight=False)
+    _point_in_time(ctx, record, console)
     _folder_notes(listing, tenant, console)
+
+
+def _point_in_time(ctx: EngineContext, record: Tenant, out: Console) -> None:
+    """The tenant's recoverable ranges under the list (change capture), if any."""
+    from daai_backup.operations import point_in_time
+
+    if (recoverable := point_in_time(ctx, record)) is not None:
+        out.print(f"Point in time: {recoverable}.", highlight=False)
 
 
 def _folder_notes(listing: FolderListing, tenant: str, out: Console) -> None:
@@ -161,13 +172,14 @@ def describe(
     try:
         record = ctx.tenant(tenant)
         manifest = manifest_of(ctx, record, file)
+        tz = ctx.timezone(record)
+        if as_json:
+            typer.echo(json.dumps(to_json(manifest, tz), indent=2, ensure_ascii=False))
+            return
+        console.print(render(manifest, tz, title=f"{record.workspace_name}: {file}"))
+        _point_in_time(ctx, record, console)
     finally:
         ctx.close()
-    tz = ctx.timezone(record)
-    if as_json:
-        typer.echo(json.dumps(to_json(manifest, tz), indent=2, ensure_ascii=False))
-        return
-    console.print(render(manifest, tz, title=f"{record.workspace_name}: {file}"))
 
 
 @app.command("import")

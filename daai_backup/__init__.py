@@ -22,7 +22,8 @@ The engine is grouped by concept, one subpackage each:
   copies (``copies``);
 - ``storage``: one interface, a local folder and S3;
 - beside them: ``streams`` (bounded pipes), ``lease`` (the tenant lease), ``fleet`` (the
-  fleet view) and ``operations``, which composes them.
+  fleet view), ``moments`` (restore to a moment: moment text, coverage, snapshot choice,
+  recoverable ranges) and ``operations``, which composes them.
 
 Submodules are imported on demand so that a light command such as ``daai-backup keygen``
 stays quick.

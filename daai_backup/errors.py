@@ -23,6 +23,9 @@ else is bad input or a permanent condition and fails at once.
     ├── InvalidName                 a name that would become a path/key is refused
     ├── CopyRefused                 a restore copy's database is not ours to (over)write
     ├── QueryError                  a diff/find query is malformed or names nothing there
+    ├── MomentRefused               a restore to a moment that cannot be done
+    │   ├── MomentInvalid           the moment's text is not a time to the second
+    │   └── MomentNotCovered        no snapshot and captured changes reach the moment
     ├── LeaseError                  the tenant's lease (one operation per tenant at a time)
     │   ├── LeaseTimeout            another operation held it for longer than the wait limit
     │   └── LeaseLost               taken over, or not renewed for a whole TTL, while held
@@ -43,6 +46,10 @@ else is bad input or a permanent condition and fails at once.
         ├── SnapshotTooOld          the read outlived the server's snapshot window
         ├── SnapshotChanged         (transient) collections changed during the dump
         └── RestoreVerificationFailed  staged data does not match the archive
+    CaptureError                    continuous change capture (daai_backup.capture)
+    ├── ChangeStreamUnavailable     the cluster cannot give change streams (standalone)
+    ├── ChangeHistoryLost           the oplog rolled past the resume point: a gap
+    └── ChangesNotCovered           the captured changes do not cover a requested range
 """
 
 from __future__ import annotations
@@ -71,6 +78,18 @@ class KeyMissing(ConfigError):
 
 class KeyInvalid(ConfigError):
     """A configured key is not base64 of exactly 32 bytes."""
+
+
+class MomentRefused(DaaiBackupError):
+    """A restore to a moment that cannot be done; nothing was changed."""
+
+
+class MomentInvalid(MomentRefused):
+    """The moment's text is not a time to the second."""
+
+
+class MomentNotCovered(MomentRefused):
+    """No snapshot and captured changes reach the moment; the message names what does."""
 
 
 class TenantError(DaaiBackupError):
@@ -217,3 +236,19 @@ class SnapshotChanged(DatabaseError):
 
 class RestoreVerificationFailed(DatabaseError):
     """Staged collections do not match the archive; nothing live was touched."""
+
+
+class CaptureError(DaaiBackupError):
+    """Continuous change capture failed (:mod:`daai_backup.capture`)."""
+
+
+class ChangeStreamUnavailable(CaptureError):
+    """The cluster cannot give change streams (a standalone ``mongod``, no permission)."""
+
+
+class ChangeHistoryLost(CaptureError):
+    """The change stream cannot resume where capture stopped: events were lost (a gap)."""
+
+
+class ChangesNotCovered(CaptureError):
+    """The captured change segments do not cover the requested range of cluster times."""

@@ -75,6 +75,7 @@ DISPLAY_COLUMNS: Final = (
     "Verified",
     "Lease",
     "Last run",
+    "Capture lag",
     "Detail",
 )
 
@@ -235,6 +236,8 @@ def fleet_table(
     leases: Mapping[str, LeaseInfo] | None = None,
     last_runs: Mapping[str, LastRun | None] | None = None,
     registered_at: Mapping[str, datetime] | None = None,
+    capture_lag: Mapping[str, float | None] | None = None,
+    capture_target_s: float = 60.0,
 ) -> pd.DataFrame:
     """One row per tenant, problems first (then by tenant id).
 
@@ -245,6 +248,8 @@ def fleet_table(
     none); None when no orchestrator was asked, so ``failing`` cannot be known.
     ``registered_at``: since when each tenant is known to be registered (its backup
     deployment's creation), for tenants without a good backup.
+    ``capture_lag``: each tenant's change capture lag in seconds (None: not captured); None
+    when it could not be read. Above ``capture_target_s`` the display says so.
     """
     if now.tzinfo is None:
         raise ValueError("now needs a time zone: use datetime.now(UTC)")
@@ -304,6 +309,13 @@ def fleet_table(
                 "last_verified_ok": verified[1] if verified else None,
                 "last_verified_at": verified[2] if verified else None,
                 "strays": len(tenant_facts.strays),
+                "capture_lag_s": None if capture_lag is None else capture_lag.get(tenant.id),
+                # None: unknown (not read); False with no lag: not captured ("off").
+                "capture_over_target": (
+                    None
+                    if capture_lag is None
+                    else bool((capture_lag.get(tenant.id) or 0.0) > capture_target_s)
+                ),
             }
         )
     order = {state: n for n, state in enumerate(STATES)}
@@ -338,6 +350,8 @@ TABLE_COLUMNS: Final = (
     "last_verified_ok",
     "last_verified_at",
     "strays",
+    "capture_lag_s",
+    "capture_over_target",
 )
 """The columns of :func:`fleet_table`, in order."""
 
@@ -364,6 +378,18 @@ def _quota_text(row: Mapping[Any, Any]) -> str:
         return f"{human_size(int(used))}, no quota"
     percent = 100.0 * used / quota if quota else 100.0
     return f"{percent:.0f}% of {human_size(int(quota))}"
+
+
+CAPTURE_OVER: Final = "over target"
+"""Marks a capture lag above the target in the display (the fleet flow alerts on it)."""
+
+
+def _capture_text(row: Mapping[Any, Any]) -> str:
+    lag = _value(row, "capture_lag_s")
+    if lag is None:
+        return UNKNOWN_MARK if _value(row, "capture_over_target") is None else "off"
+    text = format_age(timedelta(seconds=float(lag)))
+    return f"{text} ({CAPTURE_OVER})" if _value(row, "capture_over_target") else text
 
 
 def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
@@ -410,6 +436,7 @@ def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
                 "Verified": verified,
                 "Lease": UNKNOWN_MARK if lease == "?" else (lease or ""),
                 "Last run": last_run,
+                "Capture lag": _capture_text(row),
                 "Detail": detail,
             }
         )

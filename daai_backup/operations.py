@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, BinaryIO, Literal, cast
@@ -36,8 +36,10 @@ from daai_backup.errors import (
     ArchiveCorrupt,
     CopyRefused,
     DaaiBackupError,
+    DatabaseError,
     KeyMissing,
     LeaseError,
+    MomentNotCovered,
     NotAnArchive,
     ObjectNotFound,
     QuotaExceeded,
@@ -64,12 +66,14 @@ from daai_backup.streams import CountingReader, produce_into_pipe
 from daai_backup.tenants import Tenant, TenantRegistry
 
 if TYPE_CHECKING:
+    from bson.timestamp import Timestamp
     from pymongo import MongoClient
 
     from daai_backup.fleet import FleetView, LastRun, TenantFacts
     from daai_backup.format.dbk1 import ArchiveHeader
     from daai_backup.format.keys import Keyring
     from daai_backup.lease import Lease, LeaseInfo
+    from daai_backup.moments import ChangeSource, MomentPlan, Snapshot
     from daai_backup.mongo import CatalogChange, DumpResult
     from daai_backup.mongo.copies import CopyInfo
     from daai_backup.repository.archive_facts import ArchiveFacts
@@ -672,6 +676,7 @@ class StagedOutcome:
     collections: int
     documents: int
     duration_s: float
+    replayed_events: int = 0  # change events replayed onto it (a restore to a moment)
 
 
 def stage_restore(
@@ -778,6 +783,182 @@ def finish_interrupted_restore(ctx: EngineContext, tenant: Tenant) -> bool:
 
     with ctx.exclusive(tenant, "restore", detail="finishing an interrupted restore"):
         return _finish_interrupted_restore(ctx.mongo_client, tenant.database)
+
+
+# -- restore to a moment (point-in-time) ------------------------------------------------------
+
+
+def change_source(ctx: EngineContext, tenant: Tenant) -> ChangeSource:
+    """Where a tenant's captured changes are read: the one place that picks the reader
+    (change capture's segments in the tenant's folder, :mod:`daai_backup.capture`)."""
+    from daai_backup import capture
+
+    return cast("ChangeSource", capture)
+
+
+def snapshots(ctx: EngineContext, tenant: Tenant) -> list[Snapshot]:
+    """The tenant's backups a moment can start from: those whose manifest records the
+    cluster time of a consistent snapshot (newest first).
+
+    From the listing index's manifest summaries (one listing plus one read); a summary
+    cached before summaries carried the cluster time costs one manifest read. Backups
+    without a stored manifest are left out rather than read whole here.
+    """
+    from bson.timestamp import Timestamp
+
+    from daai_backup.moments import Snapshot
+
+    listing = folder_listing(ctx, tenant)
+    out = []
+    for entry in listing.entries:
+        summary = listing.summaries.get(entry.file)
+        if summary is None:
+            continue
+        if "cluster_time" in summary:
+            consistency, cluster = summary.get("consistency"), summary["cluster_time"]
+        else:
+            manifest = _stored_manifest(ctx, tenant, entry.file)
+            if manifest is None:
+                continue
+            consistency, cluster = manifest.consistency, manifest.cluster_time
+        if cluster and consistency == "snapshot":
+            out.append(Snapshot(entry.file, Timestamp(int(cluster[0]), int(cluster[1]))))
+    return sorted(out, key=lambda s: s.at, reverse=True)
+
+
+def recoverable_ranges(
+    ctx: EngineContext, tenant: Tenant, source: ChangeSource | None = None
+) -> list[tuple[Timestamp, Timestamp]]:
+    """The cluster-time ranges the tenant can be restored to any second of (oldest first):
+    from each coverage range's oldest snapshot to its end. ``moments.ranges_text`` words
+    them ("any second from ... to ...") in the tenant's zone."""
+    from daai_backup.moments import recoverable
+
+    source = source or change_source(ctx, tenant)
+    return recoverable(snapshots(ctx, tenant), source.coverage(ctx.folder(tenant)))
+
+
+def point_in_time(ctx: EngineContext, tenant: Tenant) -> str | None:
+    """The tenant's recoverable ranges in words, for the backup list and ``describe``:
+    "recoverable: any second from ... to ..." in the tenant's zone; None while change
+    capture has stored nothing for the tenant, or when it cannot be read (the list must not
+    fail for it: a restore to a moment says why in full)."""
+    from daai_backup.moments import ranges_text
+
+    source = change_source(ctx, tenant)
+    try:
+        if not source.coverage(ctx.folder(tenant)):
+            return None
+        return ranges_text(recoverable_ranges(ctx, tenant, source), ctx.timezone(tenant))
+    except DaaiBackupError as exc:
+        logger.warning("tenant %s: recoverable ranges not known: %s", tenant.id, exc)
+        return None
+
+
+def plan_moment(
+    ctx: EngineContext, tenant: Tenant, at: str | datetime, source: ChangeSource | None = None
+) -> MomentPlan:
+    """Which snapshot a restore to ``at`` starts from, and the cluster time it replays to.
+
+    ``at`` is a moment's text (``2026-11-28 14:31:59``, the tenant's zone unless it names
+    one) or an aware datetime, to the second. Refuses (``MomentInvalid``,
+    ``MomentNotCovered`` naming the recoverable ranges in the tenant's zone) before
+    anything is read or changed.
+    """
+    from daai_backup.moments import (
+        MomentPlan,
+        choose,
+        moment_timestamp,
+        parse_moment,
+        ranges_text,
+        recoverable,
+        time_text,
+    )
+
+    tz = ctx.timezone(tenant)
+    moment = parse_moment(at, tz) if isinstance(at, str) else at
+    source = source or change_source(ctx, tenant)
+    until = moment_timestamp(moment)
+    found = snapshots(ctx, tenant)
+    coverage = source.coverage(ctx.folder(tenant))
+    try:
+        chosen = choose(found, coverage, until)
+    except MomentNotCovered:
+        raise MomentNotCovered(
+            f"tenant {tenant.id!r} cannot be restored to {time_text(until, tz)}: "
+            f"{ranges_text(recoverable(found, coverage), tz)}; pick a moment inside them"
+        ) from None
+    return MomentPlan(file=chosen.file, snapshot=chosen.at, until=until, moment=moment)
+
+
+def replay_to_moment(
+    ctx: EngineContext,
+    tenant: Tenant,
+    staged: StagedOutcome,
+    plan: MomentPlan,
+    source: ChangeSource | None = None,
+) -> StagedOutcome:
+    """Apply the captured changes after the staged snapshot up to the moment, to the staged
+    copy (nothing live changes); the staged copy is verified again and stays staged.
+
+    A failure drops the staged copy (``RestoreVerificationFailed`` when the snapshot and
+    the changes disagree).
+    """
+    from daai_backup.mongo.replay import replay_staged
+
+    if staged.file != plan.file:
+        raise DatabaseError(
+            f"the staged restore holds {staged.file!r}, the moment's plan starts from "
+            f"{plan.file!r}; stage the plan's backup"
+        )
+    source = source or change_source(ctx, tenant)
+    started = time.monotonic()
+    with ctx.exclusive(tenant, "restore", detail=f"{plan.file} to a moment"):
+        events = source.read_changes(
+            ctx.folder(tenant), ctx.settings.keyring, tenant.id, plan.snapshot, plan.until
+        )
+        result = replay_staged(
+            ctx.mongo_client,
+            tenant.database,
+            staged.run,
+            events,
+            after=plan.snapshot,
+            until=plan.until,
+        )
+    logger.info(
+        "tenant %s: replayed %d change events (%d skipped) onto %s in %.1f s",
+        tenant.id,
+        result.applied,
+        result.skipped,
+        plan.file,
+        result.seconds,
+    )
+    return replace(
+        staged,
+        collections=result.collections,
+        documents=result.documents,
+        duration_s=staged.duration_s + time.monotonic() - started,
+        replayed_events=result.applied,
+    )
+
+
+def restore_to_moment(
+    ctx: EngineContext,
+    tenant: Tenant,
+    at: str | datetime,
+    source: ChangeSource | None = None,
+) -> RestoreOutcome:
+    """Restore the tenant's database to the moment ``at``: the newest snapshot at or before
+    it, staged, the captured changes replayed up to and including it, verified, swapped in.
+
+    Like :func:`restore_tenant`, no safety backup is taken here (the restore flow takes one
+    before the swap).
+    """
+    plan = plan_moment(ctx, tenant, at, source)
+    with ctx.exclusive(tenant, "restore", detail=f"{plan.file} to a moment"):
+        staged = stage_restore(ctx, tenant, plan.file)
+        staged = replay_to_moment(ctx, tenant, staged, plan, source)
+        return swap_restore(ctx, tenant, staged)
 
 
 #: Errors that make a backup file bad, as opposed to a problem of this side: a missing or
@@ -1123,6 +1304,14 @@ def fleet_view(
     except DaaiBackupError as exc:
         leases = None
         notes.append(f"leases unknown: {exc}")
+    capture_lag: dict[str, float | None] | None
+    try:
+        from daai_backup.capture.state import capture_lags
+
+        capture_lag = capture_lags(ctx.mongo_client, ctx.settings, [t.id for t in tenants], now)
+    except Exception as exc:  # pymongo errors: the lag is unknown, the view still shows
+        capture_lag = None
+        notes.append(f"capture lag unknown: {type(exc).__name__}")
     table = fleet_table(
         tenants,
         facts,
@@ -1133,6 +1322,8 @@ def fleet_view(
         leases=leases,
         last_runs=last_runs,
         registered_at=registered_at,
+        capture_lag=capture_lag,
+        capture_target_s=ctx.settings.capture_max_lag_seconds,
     )
     return FleetView(table=table, now=now, notes=notes, facts=facts)
 

@@ -93,6 +93,25 @@ class Settings(BaseSettings):
         "drops it",
     )
 
+    capture_max_lag_seconds: float = Field(
+        default=60,
+        gt=0,
+        le=3600,
+        description="change capture closes a segment at most this long after its first event",
+    )
+    capture_buffer_mb: float = Field(
+        default=64,
+        gt=0,
+        le=4096,
+        description="change capture flushes every tenant's segment when this much is buffered",
+    )
+    change_window_days: float = Field(
+        default=7,
+        ge=0,
+        le=3650,
+        description="retention keeps change segments for point-in-time restore this long",
+    )
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

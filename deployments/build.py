@@ -13,6 +13,7 @@ deployment                  parameters                              schedule
 ``sync-schedules/...``      ``{work_pool}``                         hourly
 ``fleet/fleet``             none                                    every 15 minutes
 ``diff/diff``               given per run (tenant, a, b, actor...)  none
+``capture/capture``         ``{minutes: 10}``                         every 10 minutes, limit 1
 ==========================  ======================================  ==========================
 
 One backup deployment per tenant keeps "Backup Now", the run history and pausing per tenant
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Schedule
 
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
 MANAGED_TAG: Final = "daai-backup"
 """Every deployment this product creates carries it; sync deletes only tagged ones."""
 
-BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY, FLEET = (
+BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY, FLEET, CAPTURE = (
     "backup",
     "restore",
     "retention",
@@ -59,9 +61,10 @@ BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY, FLEET = (
     "sync-schedules",
     "verify",
     "fleet",
+    "capture",
 )
 DIFF: Final = "diff"
-ROLES: Final = (BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY, FLEET, DIFF)
+ROLES: Final = (BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY, FLEET, DIFF, CAPTURE)
 
 FLOW_OBJECTS: Final[dict[str, str]] = {
     BACKUP: "flows.backup:backup",
@@ -72,6 +75,7 @@ FLOW_OBJECTS: Final[dict[str, str]] = {
     VERIFY: "flows.verify:verify",
     FLEET: "flows.fleet:fleet",
     DIFF: "flows.inspect:diff",
+    CAPTURE: "flows.capture:capture",
 }
 """Where each role's flow object lives (``module:attribute``)."""
 
@@ -83,6 +87,9 @@ VERIFY_DRILL_HOUR: Final = 5
 
 FLEET_EVERY_MINUTES: Final = 15
 """The fleet view is recomputed (and overdue tenants noticed) this often."""
+
+CAPTURE_EVERY_MINUTES: Final = 10
+"""Change capture runs this long and is scheduled this often: back to back."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,8 @@ class DeploymentSpec:
     tenant: str | None = None
     required: tuple[str, ...] = ()
     """Parameters the run form must have filled (optional in Python for direct calls)."""
+    concurrency_limit: int | None = None
+    """At most this many runs at once; a run due while the limit is full is cancelled."""
 
 
 def backup_deployment_name(tenant_id: str) -> str:
@@ -226,6 +235,22 @@ def operation_specs(settings: Settings, *, work_pool: str | None) -> list[Deploy
             ),
             required=("actor",),
         ),
+        DeploymentSpec(
+            role=CAPTURE,
+            name=CAPTURE,
+            parameters={"minutes": CAPTURE_EVERY_MINUTES},
+            schedules=(
+                schedules.every_minutes_schedule(
+                    CAPTURE_EVERY_MINUTES, slug="capture-back-to-back"
+                ),
+            ),
+            tags=(MANAGED_TAG, "operation:capture"),
+            description=(
+                "Continuous change capture of the cluster (point-in-time restore): bounded "
+                "runs back to back, never two at once; gaps start fresh backups and post."
+            ),
+            concurrency_limit=1,
+        ),
     ]
 
 
@@ -284,6 +309,14 @@ def to_runner(
         paused=spec.paused,
         description=spec.description,
         work_pool_name=work_pool,
+        concurrency_limit=(
+            ConcurrencyLimitConfig(
+                limit=spec.concurrency_limit,
+                collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW,
+            )
+            if spec.concurrency_limit is not None
+            else None
+        ),
     )
     assert isinstance(runner, RunnerDeployment)  # the sync form (not awaited)
     schema = runner._parameter_openapi_schema

@@ -30,7 +30,7 @@ from uuid import UUID
 AUTOMATION_NAME: Final = "daai-backup: failed backup or restore"
 TENANT_AUTOMATION_NAME: Final = "daai-backup: tenant overdue or failing"
 BLOCK_NAME: Final = "daai-backup-failure-webhook"
-WATCHED_FLOWS: Final = ("backup", "pre-restore-backup", "restore")
+WATCHED_FLOWS: Final = ("backup", "pre-restore-backup", "restore", "capture")
 FAILED_EVENTS: Final = ("prefect.flow-run.Failed", "prefect.flow-run.Crashed")
 
 PAYLOAD: Final = (
@@ -49,8 +49,15 @@ PAYLOAD: Final = (
 )
 """The JSON body, rendered by the server's Jinja sandbox (``tojson`` escapes each value)."""
 
-TENANT_EVENTS: Final = ("daai-backup.tenant.overdue", "daai-backup.tenant.failing")
-"""Fleet events that post (emitted by ``flows/fleet.py`` when a tenant enters the state)."""
+TENANT_EVENTS: Final = (
+    "daai-backup.tenant.overdue",
+    "daai-backup.tenant.failing",
+    "daai-backup.tenant.capture-gap",
+    "daai-backup.tenant.capture-lag",
+)
+"""Tenant events that post: the fleet flow's state changes (``overdue``, ``failing``,
+``capture-lag`` when a tenant's capture lag goes over the target) and the capture flow's
+``capture-gap`` (change history lost). All carry the fleet payload shape."""
 
 TENANT_PAYLOAD: Final = (
     "{"

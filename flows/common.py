@@ -61,6 +61,8 @@ def backup_list_artifact(
         known_bad=known_bad,
         strays=strays,
     )
+    if (recoverable := operations.point_in_time(ctx, tenant)) is not None:
+        description += f"\n\nPoint in time: {recoverable}."
     if rows:
         description += "\n\n" + markdown_table(rows[:LIST_ROWS_IN_DESCRIPTION])
         if len(rows) > LIST_ROWS_IN_DESCRIPTION:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from prefect import flow, get_run_logger
@@ -164,6 +164,53 @@ def previous_states(client: SyncPrefectClient) -> dict[str, str]:
     }
 
 
+def previous_capture(client: SyncPrefectClient) -> dict[str, str]:
+    """Each tenant's "Capture lag" cell in the newest ``fleet`` artifact."""
+    rows = _rows_of(latest_artifacts(client, [FLEET_KEY]).get(FLEET_KEY)) or []
+    return {
+        str(r["Tenant"]): str(r.get("Capture lag", ""))
+        for r in rows
+        if isinstance(r, dict) and "Tenant" in r
+    }
+
+
+def emit_capture_lag(view: FleetView, previous: dict[str, str]) -> list[str]:
+    """A ``daai-backup.tenant.capture-lag`` event per tenant whose change capture lag went
+    over the target since the previous fleet run (posted once, like overdue); returns them."""
+    from prefect.events import emit_event
+    from prefect.runtime import flow_run
+
+    emitted: list[str] = []
+    for row in view.table.to_dict(orient="records"):
+        tenant = str(row["tenant"])
+        if row["capture_over_target"] is not True:
+            continue
+        if rules.CAPTURE_OVER in previous.get(tenant, ""):
+            continue
+        lag = rules.format_age(timedelta(seconds=float(row["capture_lag_s"])))
+        emit_event(
+            event=f"{EVENT_PREFIX}.capture-lag",
+            resource={
+                "prefect.resource.id": f"{EVENT_PREFIX}.{tenant}",
+                "prefect.resource.name": tenant,
+                "daai-backup.state": "capture-lag",
+            },
+            payload={
+                "tenant": tenant,
+                "workspace": row["workspace"],
+                "state": "capture-lag",
+                "detail": f"change capture is {lag} behind (target under the configured "
+                "DAAI_BACKUP_CAPTURE_MAX_LAG_SECONDS): is the capture deployment running?",
+                "frequency": row["frequency"],
+                "flow_run": flow_run.get_name(),
+                "flow_run_id": flow_run.get_id(),
+                "url": flow_run.get_flow_run_ui_url(),
+            },
+        )
+        emitted.append(tenant)
+    return emitted
+
+
 def fleet_description(view: FleetView, limit: int = 15) -> str:
     """The summary line and one line per tenant that needs a person (markdown): what the
     artifact key's page shows."""
@@ -224,12 +271,15 @@ def fleet() -> dict[str, Any]:
         view = fleet_view(ctx, now, last_runs, registered_at)
         with get_client(sync_client=True) as client:
             previous = previous_states(client)
+            previous_lag = previous_capture(client)
             keys = [BACKUP_LIST_KEY.format(tenant=t.id) for t in tenants]
             published = latest_artifacts(client, keys)
         create_table_artifact(
             rules.display_rows(view.table), key=FLEET_KEY, description=fleet_description(view)
         )
         emitted = emit_changes(view, previous)
+        for tenant_id in emit_capture_lag(view, previous_lag):
+            logger.warning("tenant %s: change capture lag over the target", tenant_id)
         for tenant_id, state in emitted:
             (logger.warning if state in rules.ALERT_STATES else logger.info)(
                 "tenant %s: %s -> %s", tenant_id, previous.get(tenant_id, "new"), state

@@ -20,8 +20,9 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from daai_backup.errors import ConfirmationMismatch, ConfirmationTimeout
+from daai_backup.errors import ConfirmationMismatch, ConfirmationTimeout, MomentInvalid
 from daai_backup.lease import format_duration
+from daai_backup.moments import MomentPlan
 from daai_backup.operations import EngineContext
 from daai_backup.repository import catalog
 from daai_backup.repository.catalog import BackupEntry
@@ -36,7 +37,9 @@ from tasks.copies import preflight_copy, restore_copy
 from tasks.restore import (
     discard_restore,
     finish_interrupted_restore,
+    plan_moment,
     preflight_restore,
+    replay_changes,
     stage_restore,
     swap_restore,
 )
@@ -63,10 +66,19 @@ def how_to_confirm(tenant: Tenant) -> str:
     )
 
 
-def confirmation_text(ctx: EngineContext, tenant: Tenant, entry: BackupEntry) -> str:
+def confirmation_text(
+    ctx: EngineContext, tenant: Tenant, entry: BackupEntry, moment: MomentPlan | None = None
+) -> str:
     """The preview shown with the pause: what is restored and what is lost."""
     when = local_time(ctx, tenant, entry)
     kind = "🔒 encrypted" if entry.encrypted else "🔓 legacy (not encrypted)"
+    replayed = []
+    if moment is not None:
+        taken = when
+        when = moment_text(ctx, tenant, moment)
+        replayed = [f"| Moment | {when}: the backup, then every captured change up to it |"]
+    else:
+        taken = when
     return "\n".join(
         [
             f"## Restore {tenant.workspace_name} to {when}?",
@@ -74,8 +86,9 @@ def confirmation_text(ctx: EngineContext, tenant: Tenant, entry: BackupEntry) ->
             "| | |",
             "|---|---|",
             f"| Workspace | {tenant.workspace_name} (`{tenant.id}`) |",
+            *replayed,
             f"| Backup file | `{entry.file}` |",
-            f"| Taken | {when} |",
+            f"| Taken | {taken} |",
             f"| Format | {kind} |",
             "",
             f"**⚠️ Everything changed in {tenant.workspace_name} after {when} will be lost.** "
@@ -84,6 +97,12 @@ def confirmation_text(ctx: EngineContext, tenant: Tenant, entry: BackupEntry) ->
             f"To confirm, type the workspace name exactly: **{tenant.workspace_name}**",
         ]
     )
+
+
+def moment_text(ctx: EngineContext, tenant: Tenant, plan: MomentPlan) -> str:
+    """The moment a restore goes back to, in the tenant's zone, to the second."""
+    at = plan.moment.astimezone(catalog.zone(ctx.timezone(tenant)))
+    return f"{at:%Y-%m-%d %H:%M:%S %Z}"
 
 
 def mismatch_notice(tenant: Tenant, attempt: int) -> str:
@@ -96,14 +115,20 @@ def mismatch_notice(tenant: Tenant, attempt: int) -> str:
     )
 
 
-def ask_confirmation(ctx: EngineContext, tenant: Tenant, entry: BackupEntry, timeout: int) -> None:
+def ask_confirmation(
+    ctx: EngineContext,
+    tenant: Tenant,
+    entry: BackupEntry,
+    timeout: int,
+    moment: MomentPlan | None = None,
+) -> None:
     """Pause until someone types the workspace name; a wrong name asks again, a few times.
 
     Each time the form reopens it says which attempt did not match and what to type. No
     answer within ``timeout`` seconds raises ``ConfirmationTimeout``.
     """
     logger = get_run_logger()
-    preview = confirmation_text(ctx, tenant, entry)
+    preview = confirmation_text(ctx, tenant, entry, moment)
     description = preview
     for attempt in range(1, CONFIRM_ATTEMPTS + 1):
         form = RestoreConfirmation.with_initial_data(description=description)
@@ -144,6 +169,7 @@ def restore(
     confirm_timeout_seconds: int = 3600,
     into: str | None = None,
     replace: bool = False,
+    at: str | None = None,
 ) -> dict[str, Any]:
     """Restore one of the tenant's backups after confirmation and a safety backup, or load
     it into a copy for inspection.
@@ -162,10 +188,26 @@ def restore(
             safety backup is taken. The copy is dropped after DAAI_BACKUP_COPY_TTL_DAYS days
             (3 by default). Leave empty to restore the workspace itself.
         replace: With into: replace a copy of this tenant that already has that name.
+        at: Restore to this moment instead of a backup's time, to the second, e.g.
+            2026-11-28 14:31:59 (the tenant's time zone unless the text names one, such as
+            "2026-11-28 09:01:59 UTC"): the newest backup before it is loaded and every
+            captured change up to and including that second is replayed onto it. Needs
+            change capture; leave file and into empty. A moment not covered is refused
+            with the recoverable ranges.
     """
     logger = get_run_logger()
     with engine() as ctx:
         who = ctx.tenant(tenant)
+        moment = None
+        if at is not None:
+            if file is not None or into is not None:
+                raise MomentInvalid(
+                    "a restore to a moment picks its own backup and restores the workspace "
+                    "itself: give at alone, without file or into"
+                )
+            who.require(actor, "restore")
+            moment = plan_moment(ctx, who, at)
+            file = moment.file
         if file is None:
             who.require(actor, "restore")  # the list shows the tenant's data: check first
             file = ask_which_backup(ctx, who, list_backups(ctx, who), confirm_timeout_seconds)
@@ -174,7 +216,7 @@ def restore(
         # Everything that can be checked is checked before anyone is asked to confirm.
         entry = preflight_restore(ctx, who, file, actor)
         if confirm_workspace_name is None:
-            ask_confirmation(ctx, who, entry, confirm_timeout_seconds)
+            ask_confirmation(ctx, who, entry, confirm_timeout_seconds, moment)
         elif confirm_workspace_name != who.workspace_name:
             raise ConfirmationMismatch(
                 f"the confirmation {confirm_workspace_name!r} does not match the workspace "
@@ -189,6 +231,9 @@ def restore(
             # Load and verify first: a bad archive fails here and costs no safety backup.
             staged = stage_restore(ctx, who, file)
             try:
+                if moment is not None:
+                    # Onto the staged copy only; verified again before anything live changes.
+                    staged = replay_changes(ctx, who, staged, moment)
                 # The safety backup is taken as late as possible, so it holds the live
                 # state right before the swap (the staging collections are never dumped).
                 lease.check()
@@ -200,13 +245,19 @@ def restore(
                 # Mid-swap: left for the next restore to finish.
                 discard_restore(ctx, who, staged)
                 raise
-        when = local_time(ctx, who, entry)
+        when = local_time(ctx, who, entry) if moment is None else moment_text(ctx, who, moment)
+        replayed = (
+            []
+            if moment is None
+            else [f"- {staged.replayed_events} captured changes replayed onto it, up to {when}"]
+        )
         create_markdown_artifact(
             "\n".join(
                 [
                     f"## {who.workspace_name} restored to {when}",
                     "",
                     f"- Restored from `{file}` by {actor}",
+                    *replayed,
                     f"- {outcome.collections} collections, {outcome.documents} documents, "
                     f"{outcome.views} views; dropped: {', '.join(outcome.dropped) or 'none'}",
                     f"- Took {outcome.duration_s:.1f} s",
@@ -223,6 +274,8 @@ def restore(
             "safety_backup": safety["file"],
             "collections": outcome.collections,
             "documents": outcome.documents,
+            "at": None if moment is None else moment.moment.isoformat(),
+            "replayed_events": staged.replayed_events,
         }
 
 

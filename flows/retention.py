@@ -18,6 +18,7 @@ from daai_backup.repository.catalog import BackupEntry, human_size, newest_first
 from daai_backup.tenants import Tenant
 from flows.common import engine, local_time, publish_backup_list
 from flows.refusals import one_line_refusals
+from tasks.capture import retain_changes
 from tasks.catalog import delete_backup, folder_listing, remove_leftovers, verification_status
 from tasks.common import tenant_lock
 from tasks.copies import drop_expired_copies
@@ -106,6 +107,9 @@ def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dic
                 "tenant %s: keep %s (%s)", tenant.id, entry.file, decided.reasons[entry.file]
             )
         remaining = folder_listing(ctx, tenant)
+        # Change segments: what the kept snapshots and the recovery window need stays.
+        lease.check()
+        changes = retain_changes(ctx, tenant, list(decided.keep), now, dry_run)
 
     verb = "would delete" if dry_run else "deleted"
     rows = [
@@ -142,6 +146,7 @@ def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dic
         "kept": [e.file for e in decided.keep],
         "deleted": [] if dry_run else deleted,
         "would_delete": [e.file for e in decided.delete] if dry_run else [],
+        "change_segments_deleted": [] if dry_run else changes,
     }
 
 

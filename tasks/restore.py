@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from daai_backup import operations
+from daai_backup.moments import MomentPlan
 from daai_backup.operations import EngineContext, RestoreOutcome, StagedOutcome
 from daai_backup.repository.catalog import BackupEntry
 from daai_backup.tenants import Tenant
@@ -125,3 +126,45 @@ def discard_restore(ctx: EngineContext, tenant: Tenant, staged: StagedOutcome) -
     if dropped:
         get_run_logger().info("tenant %s: dropped the staged copy of %s", tenant.id, staged.file)
     return dropped
+
+
+@task(
+    name="plan-moment",
+    task_run_name="plan-moment-{tenant.id}",
+    timeout_seconds=CHECK_TIMEOUT_SECONDS,
+    retry_condition_fn=retry_if_transient,
+    **DATA_TASK,
+)
+def plan_moment(ctx: EngineContext, tenant: Tenant, at: str) -> MomentPlan:
+    """Pick the snapshot a restore to the moment ``at`` starts from; refuse an uncovered one."""
+    plan = operations.plan_moment(ctx, tenant, at)
+    get_run_logger().info(
+        "tenant %s: %s is reached from %s plus the captured changes",
+        tenant.id,
+        plan.moment.isoformat(),
+        plan.file,
+    )
+    return plan
+
+
+@task(
+    name="replay-changes",
+    task_run_name="replay-changes-{tenant.id}",
+    timeout_seconds=RESTORE_TIMEOUT_SECONDS,
+    # Not retried: a failed replay drops the staged copy, so only a new staging can follow.
+    **{**DATA_TASK, "retries": 0},
+)
+def replay_changes(
+    ctx: EngineContext, tenant: Tenant, staged: StagedOutcome, plan: MomentPlan
+) -> StagedOutcome:
+    """Replay the captured changes onto the staged copy up to the moment; verify it again."""
+    replayed = operations.replay_to_moment(ctx, tenant, staged, plan)
+    get_run_logger().info(
+        "tenant %s: replayed %d change events onto the staged copy: %d collections, "
+        "%d documents, verified",
+        tenant.id,
+        replayed.replayed_events,
+        replayed.collections,
+        replayed.documents,
+    )
+    return replayed

@@ -121,7 +121,7 @@ class ContentType(IntEnum):
     MANIFEST = 2
     """JSON: a backup's manifest (:mod:`daai_backup.repository.manifest`)."""
     CHANGE_SEGMENT = 3
-    """Reserved for later work: nothing writes or reads it yet."""
+    """gzip of raw BSON change events: a change segment (:mod:`daai_backup.capture`)."""
     LISTING_INDEX = 4
     """JSON: a tenant's listing index (:mod:`daai_backup.repository.index`)."""
 

@@ -3,7 +3,8 @@
 Modules: ``dump`` (archive out), ``restore`` (stage, then swap; or both), ``swap`` (the
 journalled swap and finishing an interrupted one), ``journal``, ``namespaces`` (which names
 are backed up, refused, staged), ``listing`` (the catalog and its changes), ``archive_format``,
-``copies`` (restore copies: a backup loaded into a database of its own, its marker, expiry).
+``copies`` (restore copies: a backup loaded into a database of its own, its marker, expiry),
+``replay`` (captured change events applied to a staged restore, up to a moment).
 
 No Prefect here. Streams are plain binary file-likes carrying the *uncompressed* archive;
 gzip and encryption are layered on by the caller.

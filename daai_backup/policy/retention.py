@@ -173,3 +173,39 @@ def plan(
     keep = [e for e in ordered if e.file not in deleting]
     delete = [e for e in ordered if e.file in deleting]
     return RetentionPlan(keep=keep, delete=delete, reasons=reasons)
+
+
+# --- change segments (point-in-time recovery) --------------------------------------------
+
+ClusterTime = tuple[int, int]
+"""A cluster time as ``(seconds, increment)``."""
+
+
+def change_cutoff(
+    now: datetime, window_days: float, kept_snapshots: Collection[ClusterTime]
+) -> ClusterTime:
+    """The cluster time before which no change segment is needed any more.
+
+    Point-in-time restore is promised for the last ``window_days``: a moment in the window
+    needs the newest kept snapshot at or before it and every segment from that snapshot on.
+    So the cutoff is the cluster time of the newest kept snapshot at or before the window's
+    start (``kept_snapshots``: the cluster times of the snapshots retention keeps), or the
+    window's start when no kept snapshot is that old (moments before the oldest snapshot
+    cannot be restored anyway).
+    """
+    from datetime import timedelta
+
+    window_start: ClusterTime = (int((now - timedelta(days=window_days)).timestamp()), 0)
+    older = [t for t in kept_snapshots if t <= window_start]
+    return max(older) if older else window_start
+
+
+def plan_changes(
+    segments: Sequence[tuple[str, ClusterTime, ClusterTime]], cutoff: ClusterTime
+) -> list[str]:
+    """The segments (``(name, start, end)``) to delete: those that end before ``cutoff``.
+
+    Everything from the cutoff on stays, so the chain a kept snapshot needs to reach forward
+    is never broken: only whole segments older than every chain in use go.
+    """
+    return [name for name, _start, end in segments if end < cutoff]

@@ -11,6 +11,10 @@ Layout under the tenant root (``<storage url>/<tenant id>`` by default, or the t
     db-backups/verified/<backup file>.<when>.<size>.ok|bad    verification results
     legacy, still read: <backup file>.meta.json side files (notes), held/<backup file>
     (backups held by moving them), verified/<backup file>.json records
+    <tenant root>/db-changes/<segment>.chg.enc    change capture's segments and gap
+                                                  records, beside db-backups so the backup
+                                                  listing never pages through them
+                                                  (:mod:`daai_backup.capture.segments`)
 
 Every method takes a backup *file name*, never a key: the name is parsed by
 :meth:`BackupName.parse` (which accepts only canonical names, no '/' at all) and joined to
@@ -54,7 +58,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from daai_backup.errors import (
     ArchiveCorrupt,
@@ -121,6 +125,8 @@ class FolderListing:
     reads: int = 0
     """Objects read beyond the listing (the index, manifests and side files it lacked)."""
     index_written: bool = False
+    summaries: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Each backup's manifest summary (``Manifest.summary()``) as the index holds it."""
 
 
 @dataclass
@@ -148,6 +154,10 @@ class _Scan:
             if best is None or record.newer_than(best[1]):
                 best = (name, record)
         return best
+
+
+#: Change capture's folder, a sibling of ``db-backups`` under the tenant root.
+CHANGES_DIR = "db-changes"
 
 
 class BackupFolder:
@@ -187,6 +197,12 @@ class BackupFolder:
 
     def __repr__(self) -> str:
         return f"BackupFolder({self.url!r})"
+
+    @property
+    def changes_prefix(self) -> str:
+        """Storage key of the tenant's ``db-changes`` folder (change capture's
+        segments and gap records, :mod:`daai_backup.capture.segments`)."""
+        return join_key(self._root, CHANGES_DIR)
 
     # --- keys -------------------------------------------------------------------------
 
@@ -303,6 +319,7 @@ class BackupFolder:
         )
         records, reads = self._records(scan, with_errors=False)
         notes: dict[str, str | None] = {}
+        summaries: dict[str, Mapping[str, Any]] = {}
         index_problem: str | None = None
         written = False
         notes_need_key = False
@@ -317,6 +334,8 @@ class BackupFolder:
                     continue
                 fresh[backup] = entry
                 notes[backup] = entry.note
+                if entry.source == "manifest" and entry.summary is not None:
+                    summaries[backup] = entry.summary
                 if entry.error is not None:
                     strays.append(
                         Stray(
@@ -360,6 +379,7 @@ class BackupFolder:
             index_problem=index_problem,
             reads=reads,
             index_written=written,
+            summaries=summaries,
         )
 
     def _read_index(self, scan: _Scan) -> tuple[dict[str, IndexEntry], str | None]:

@@ -216,6 +216,7 @@ class Manifest:
             "documents": self.documents,
             "data_bytes": self.data_bytes,
             "consistency": self.consistency,
+            "cluster_time": None if self.cluster_time is None else list(self.cluster_time),
             "namespaces": len(self.namespaces),
         }
 

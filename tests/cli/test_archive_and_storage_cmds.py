@@ -38,7 +38,8 @@ def test_doctor_reports_each_check_and_fails_without_a_key(cli_env, run_cli, mon
     ok = run_cli("doctor")
     assert ok.exit_code == 0, ok.output
     lines = ok.output.strip().splitlines()
-    assert [line.split()[0] for line in lines] == ["ok"] * 4
+    assert [line.split()[0] for line in lines] == ["ok"] * 5
+    assert "change streams: replica set" in lines[-1]  # SecantusDB is a one-member set
     monkeypatch.delenv("BACKUP_ENCRYPTION_KEY")
     monkeypatch.setenv(
         "DAAI_BACKUP_MONGODB_URI", "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300"

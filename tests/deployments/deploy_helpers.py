@@ -61,6 +61,11 @@ def diff(tenant: str, a: str, b: str = "live", actor: str | None = None, show: i
     """Stand-in for flows.inspect.diff."""
 
 
+@flow(name="capture")
+def capture(minutes: float = 10) -> None:
+    """Stand-in for flows.capture.capture."""
+
+
 FLOWS: dict[str, Flow[..., Any]] = {
     "backup": backup,
     "restore": restore,
@@ -70,6 +75,7 @@ FLOWS: dict[str, Flow[..., Any]] = {
     "verify": verify,
     "fleet": fleet,
     "diff": diff,
+    "capture": capture,
 }
 
 

@@ -220,9 +220,12 @@ def test_operation_deployments(settings: Settings) -> None:
         "verify",
         "fleet",
         "diff",
+        "capture",
     }
     assert specs["diff"].schedules == ()
     assert specs["diff"].required == ("actor",)
+    assert specs["capture"].schedules[0].interval == timedelta(minutes=10)
+    assert specs["capture"].concurrency_limit == 1
     assert specs["restore"].schedules == ()
     assert specs["retention"].schedules == ()
     sweep = specs["retention-sweep"].schedules[0]
