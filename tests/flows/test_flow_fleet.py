@@ -233,3 +233,46 @@ def test_overdue_and_failing_are_posted_once_per_state_change(
     assert fleet()["changed"] == {ok: rules.FAILING}
     posts = _fleet_posts(received, 1, quiet=2)
     assert [(p["tenant"], p["state"]) for p in posts] == [(ok, "failing")]
+
+
+def test_lost_change_history_is_posted_and_a_fresh_backup_is_asked_for(
+    flow_env: FlowEnv,
+    mongo_client: Any,
+    databases: list[str],
+    notification: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The capture flow's gap path: a resume the server refuses posts ``capture-gap`` for
+    the tenant through the notification automation, and the flow asks for a fresh backup."""
+    from daai_backup.capture import state
+    from daai_backup.settings import load_settings
+    from flows.capture import capture
+
+    control = f"ctl_{uuid.uuid4().hex[:8]}"  # a resume point of this test's own
+    monkeypatch.setenv("DAAI_BACKUP_CONTROL_DATABASE", control)
+    tid = _tenant(flow_env, databases, mongo_client, frequency="24-hour")
+    try:
+        capture(minutes=0.01)  # a one-second run: the stream starts, the position is saved
+        settings = load_settings()
+        point = state.load(mongo_client, settings)
+        assert point is not None
+        point.resume_token = {"_data": "00" * 20}  # history the server no longer has
+        state.save(mongo_client, settings, point)
+
+        result = capture(minutes=0.01)
+
+        assert tid in result["history_lost"]
+        assert tid in result["fresh_backups"]  # asked for (no deployment in this harness)
+        posts: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while not posts and time.monotonic() < deadline:
+            try:
+                post = notification.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if post.get("tenant") == tid and post.get("state") == "capture-gap":
+                posts.append(post)
+        assert posts, "no capture-gap post"
+        assert "change history lost" in posts[0]["message"]
+    finally:
+        mongo_client.drop_database(control)
