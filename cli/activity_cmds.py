@@ -48,6 +48,8 @@ def timeline(
     segments."""
     from daai_backup.inspection.timeline import tenant_timeline
 
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise fail(f"--plot {plot}: give a file name ending in .png")
     ctx = engine()
     try:
         record = ctx.tenant(tenant)
@@ -60,8 +62,6 @@ def timeline(
     if plot is not None:
         from daai_backup.inspection.chart import timeline_png
 
-        if plot.suffix.lower() != ".png":
-            raise fail(f"--plot {plot}: give a file name ending in .png")
         plot.write_bytes(timeline_png(result))
     if as_json:
         payload: dict[str, Any] = {
