@@ -97,7 +97,8 @@ def generate(root: Path, key: str, events: int, hours: float) -> None:
                     Timestamp(burst_at, 10**7 + j),
                 )
             n = 1
-            at = Timestamp(max(second, burst_at), 10**7 + BULK_DELETE + i)
+        if n and second == burst_at:  # after the bulk delete, in its second
+            at = Timestamp(second, 10**7 + BULK_DELETE + i)
         add(_event(i, at, ops[i % 5], colls[i % 4], i), at)
     end = Timestamp(START + span, 10**8)
     add(_event(events, end, "drop", "audit", 0), end)
