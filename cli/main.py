@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "copy_cmds",
     "inspect_cmds",
     "capture_cmds",
+    "activity_cmds",
 )
 
 for _module in _COMMAND_MODULES:

@@ -14,6 +14,7 @@ deployment                  parameters                              schedule
 ``fleet/fleet``             none                                    every 15 minutes
 ``diff/diff``               given per run (tenant, a, b, actor...)  none
 ``capture/capture``         ``{minutes: 10}``                         every 10 minutes, limit 1
+``timeline/timeline``       given per run (tenant, actor, since...) none
 ==========================  ======================================  ==========================
 
 One backup deployment per tenant keeps "Backup Now", the run history and pausing per tenant
@@ -64,7 +65,19 @@ BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY, FLEET, CAPTURE = (
     "capture",
 )
 DIFF: Final = "diff"
-ROLES: Final = (BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY, FLEET, DIFF, CAPTURE)
+TIMELINE: Final = "timeline"
+ROLES: Final = (
+    BACKUP,
+    RESTORE,
+    RETENTION,
+    RETENTION_SWEEP,
+    SYNC,
+    VERIFY,
+    FLEET,
+    DIFF,
+    CAPTURE,
+    TIMELINE,
+)
 
 FLOW_OBJECTS: Final[dict[str, str]] = {
     BACKUP: "flows.backup:backup",
@@ -76,6 +89,7 @@ FLOW_OBJECTS: Final[dict[str, str]] = {
     FLEET: "flows.fleet:fleet",
     DIFF: "flows.inspect:diff",
     CAPTURE: "flows.capture:capture",
+    TIMELINE: "flows.timeline:timeline",
 }
 """Where each role's flow object lives (``module:attribute``)."""
 
@@ -161,7 +175,7 @@ def tenant_spec(tenant: Tenant, *, settings: Settings, now: datetime) -> Deploym
 
 def operation_specs(settings: Settings, *, work_pool: str | None) -> list[DeploymentSpec]:
     """The tenant-independent deployments: restore, retention, verify, the sweep, the sync,
-    the fleet view and the diff."""
+    the fleet view, the diff, the capture and the timeline."""
     return [
         DeploymentSpec(
             role=RESTORE,
@@ -250,6 +264,17 @@ def operation_specs(settings: Settings, *, work_pool: str | None) -> list[Deploy
                 "runs back to back, never two at once; gaps start fresh backups and post."
             ),
             concurrency_limit=1,
+        ),
+        DeploymentSpec(
+            role=TIMELINE,
+            name=TIMELINE,
+            tags=(MANAGED_TAG, "operation:timeline"),
+            description=(
+                "A tenant's changes per minute and collection from its captured changes, and "
+                "the mass changes (bulk deletes, drops, imports) with the moment before each, "
+                "for a restore to a moment. Read only; the actor needs the restore permission."
+            ),
+            required=("actor",),
         ),
     ]
 

@@ -66,6 +66,13 @@ def capture(minutes: float = 10) -> None:
     """Stand-in for flows.capture.capture."""
 
 
+@flow(name="timeline")
+def timeline(
+    tenant: str, actor: str | None = None, since: str | None = None, until: str | None = None
+) -> None:
+    """Stand-in for flows.timeline.timeline."""
+
+
 FLOWS: dict[str, Flow[..., Any]] = {
     "backup": backup,
     "restore": restore,
@@ -76,6 +83,7 @@ FLOWS: dict[str, Flow[..., Any]] = {
     "fleet": fleet,
     "diff": diff,
     "capture": capture,
+    "timeline": timeline,
 }
 
 

@@ -221,8 +221,11 @@ def test_operation_deployments(settings: Settings) -> None:
         "fleet",
         "diff",
         "capture",
+        "timeline",
     }
     assert specs["diff"].schedules == ()
+    assert specs["timeline"].schedules == ()
+    assert specs["timeline"].required == ("actor",)
     assert specs["diff"].required == ("actor",)
     assert specs["capture"].schedules[0].interval == timedelta(minutes=10)
     assert specs["capture"].concurrency_limit == 1

@@ -20,7 +20,7 @@ from deployments.sync import SyncReport, ensure_process_pool, sync_deployments
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 OPS = {"restore/restore", "retention/retention", "retention-sweep/retention-sweep"}
 OPS |= {"sync-schedules/sync-schedules", "verify/verify", "fleet/fleet", "diff/diff"}
-OPS |= {"capture/capture"}
+OPS |= {"capture/capture", "timeline/timeline"}
 
 
 def _tenant(tenant_id: str, **fields: Any) -> dict[str, Any]:
