@@ -69,6 +69,18 @@ def roles(event: Any) -> dict[str, str]:
     return {r.role: r.id for r in event.related}
 
 
+def status_of(tenant_id: str) -> dict[str, Any]:
+    """The tenant's row of ``daai-backup status --json``."""
+    from typer.testing import CliRunner
+
+    import cli.main  # noqa: F401  (registers every command module)
+    from cli.app import app
+
+    result = CliRunner().invoke(app, ["status", "--json"], catch_exceptions=False)
+    rows = json.loads(result.stdout)["tenants"]
+    return next(r for r in rows if r["tenant"] == tenant_id)
+
+
 def records(env: FlowEnv, tenant_id: str) -> dict[str, maintenance.MaintenanceRecord]:
     ctx = env.context()
     try:
@@ -335,6 +347,7 @@ def test_the_flag_of_a_killed_restore_is_ignored_once_its_lease_is_gone_and_then
             raise AssertionError(child.communicate()[1].decode()[-3000:])
         flag = records(flow_env, tid)[tid]
         assert (flag.operation, flag.detail) == ("restore", file)
+        assert status_of(tid)["maintenance"].startswith(f"restore of {file} by {OWNER}, since")
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
     finally:
@@ -348,6 +361,7 @@ def test_the_flag_of_a_killed_restore_is_ignored_once_its_lease_is_gone_and_then
         {"_id": f"tenant:{tid}"}, {"$set": {"expires_at": datetime(2000, 1, 1, tzinfo=UTC)}}
     )
     assert records(flow_env, tid) == {}  # stale: no reader shows it
+    assert status_of(tid)["maintenance"] is None
     assert control["maintenance"].count_documents({"_id": f"tenant:{tid}"}) == 1
     suite.hang.set()
     backup(tenant=tid, actor=OWNER)  # the tenant's next operation removes it
