@@ -88,6 +88,8 @@ def _line(row: dict[str, str]) -> str:
         parts.append(f"{row['Held']} held")
     if row["Lease"]:
         parts.append(f"lease: {row['Lease']}")
+    if row["Maintenance"]:
+        parts.append(f"IN MAINTENANCE: {row['Maintenance']}")
     parts.append(f"last run {row['Last run']}")
     line = "  ".join(parts)
     return f"{line}  — {row['Detail']}" if row["Detail"] else line
@@ -125,7 +127,9 @@ def status(
     if console.width >= TABLE_MIN_WIDTH:
         table = Table()
         for column in rules.DISPLAY_COLUMNS:
-            table.add_column(column, no_wrap=column not in ("Detail", "Lease", "Frequency"))
+            table.add_column(
+                column, no_wrap=column not in ("Detail", "Lease", "Maintenance", "Frequency")
+            )
         for row in rows:
             style = state_styles().get(row["State"], "")
             cells = [

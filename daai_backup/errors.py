@@ -127,6 +127,11 @@ class ConfirmationTimeout(TenantError):
     """Nobody confirmed a paused restore before its timeout; nothing changed."""
 
 
+class MaintenanceNotConfirmed(TenantError):
+    """The suite's webhook did not confirm, in time, that the workspace is in maintenance;
+    the restore stopped with nothing changed."""
+
+
 class InvalidName(DaaiBackupError):
     """A name that would become a path or object key is not acceptable."""
 

@@ -39,6 +39,7 @@ from typing import Any, Final
 import pandas as pd
 
 from daai_backup.lease import LeaseInfo
+from daai_backup.maintenance import MaintenanceRecord
 from daai_backup.policy import IMPORTED
 from daai_backup.policy.schedule_times import interval_days, next_backup_time
 from daai_backup.repository.catalog import BackupEntry, human_size, newest_first, zone
@@ -74,6 +75,7 @@ DISPLAY_COLUMNS: Final = (
     "Held",
     "Verified",
     "Lease",
+    "Maintenance",
     "Last run",
     "Capture lag",
     "Detail",
@@ -238,6 +240,7 @@ def fleet_table(
     registered_at: Mapping[str, datetime] | None = None,
     capture_lag: Mapping[str, float | None] | None = None,
     capture_target_s: float = 60.0,
+    maintenance: Mapping[str, MaintenanceRecord] | None = None,
 ) -> pd.DataFrame:
     """One row per tenant, problems first (then by tenant id).
 
@@ -250,6 +253,8 @@ def fleet_table(
     deployment's creation), for tenants without a good backup.
     ``capture_lag``: each tenant's change capture lag in seconds (None: not captured); None
     when it could not be read. Above ``capture_target_s`` the display says so.
+    ``maintenance``: the tenants in a restore's maintenance window now (None: could not be
+    read).
     """
     if now.tzinfo is None:
         raise ValueError("now needs a time zone: use datetime.now(UTC)")
@@ -276,6 +281,7 @@ def fleet_table(
         )
         override = tenant.frequency_override
         lease = None if leases is None else leases.get(tenant.id)
+        window = None if maintenance is None else maintenance.get(tenant.id)
         usage = tenant_facts.usage
         verified = last_verification(tenant_facts.entries)
         rows.append(
@@ -300,6 +306,9 @@ def fleet_table(
                 "used_bytes": usage.used_bytes if usage else None,
                 "quota_bytes": usage.quota_bytes if usage else None,
                 "lease": "?" if leases is None else (lease.describe(now) if lease else None),
+                "maintenance": (
+                    "?" if maintenance is None else (window.describe(now) if window else None)
+                ),
                 "last_run_state": (
                     "?" if last_runs is None else (last_run.state if last_run else None)
                 ),
@@ -343,6 +352,7 @@ TABLE_COLUMNS: Final = (
     "used_bytes",
     "quota_bytes",
     "lease",
+    "maintenance",
     "last_run_state",
     "last_run_at",
     "last_run_message",
@@ -409,6 +419,7 @@ def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
         age = _value(row, "last_good_age_s")
         size = _value(row, "last_good_bytes")
         lease = _value(row, "lease")
+        window = _value(row, "maintenance")
         verified_at = _value(row, "last_verified_at")
         if verified_at is None:
             verified = "never"
@@ -435,6 +446,7 @@ def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
                 "Held": str(int(row["held"])) if row["held"] else "",
                 "Verified": verified,
                 "Lease": UNKNOWN_MARK if lease == "?" else (lease or ""),
+                "Maintenance": UNKNOWN_MARK if window == "?" else (window or ""),
                 "Last run": last_run,
                 "Capture lag": _capture_text(row),
                 "Detail": detail,

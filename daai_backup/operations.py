@@ -73,6 +73,7 @@ if TYPE_CHECKING:
     from daai_backup.format.dbk1 import ArchiveHeader
     from daai_backup.format.keys import Keyring
     from daai_backup.lease import Lease, LeaseInfo
+    from daai_backup.maintenance import MaintenanceRecord
     from daai_backup.moments import ChangeSource, MomentPlan, Snapshot
     from daai_backup.mongo import CatalogChange, DumpResult
     from daai_backup.mongo.copies import CopyInfo
@@ -1304,6 +1305,14 @@ def fleet_view(
     except DaaiBackupError as exc:
         leases = None
         notes.append(f"leases unknown: {exc}")
+    windows: dict[str, MaintenanceRecord] | None
+    try:
+        from daai_backup.maintenance import current_records
+
+        windows = current_records(ctx.mongo_client, ctx.settings, [t.id for t in tenants])
+    except DaaiBackupError as exc:
+        windows = None
+        notes.append(f"maintenance windows unknown: {exc}")
     capture_lag: dict[str, float | None] | None
     try:
         from daai_backup.capture.state import capture_lags
@@ -1324,6 +1333,7 @@ def fleet_view(
         registered_at=registered_at,
         capture_lag=capture_lag,
         capture_target_s=ctx.settings.capture_max_lag_seconds,
+        maintenance=windows,
     )
     return FleetView(table=table, now=now, notes=notes, facts=facts)
 

@@ -112,6 +112,32 @@ class Settings(BaseSettings):
         description="retention keeps change segments for point-in-time restore this long",
     )
 
+    maintenance_webhook_url: str | None = Field(
+        default=None,
+        description="before a restore's safety backup and swap, POST here and wait for "
+        '{"maintenance": true} (the suite put the workspace in maintenance); unset: no '
+        "handshake",
+    )
+    maintenance_webhook_token: SecretStr | None = Field(
+        default=None,
+        description="sent as 'Authorization: Bearer <token>' to the maintenance webhook",
+    )
+    maintenance_webhook_timeout_seconds: float = Field(
+        default=60,
+        gt=0,
+        le=3600,
+        description="how long a restore waits for the maintenance webhook to confirm",
+    )
+
+    @field_validator("maintenance_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("the maintenance webhook URL must start with http:// or https://")
+        return value.strip()
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

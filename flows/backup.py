@@ -15,11 +15,12 @@ from prefect.artifacts import create_progress_artifact
 from prefect.states import Completed
 
 from daai_backup import policy
-from daai_backup.errors import InvalidName, KeyMissing, SubscriptionSuspended
+from daai_backup.errors import DaaiBackupError, InvalidName, KeyMissing, SubscriptionSuspended
 from daai_backup.operations import EngineContext
 from daai_backup.repository.catalog import human_size
 from daai_backup.tenants import Tenant
 from flows.common import engine, publish_backup_list, publish_key_missing, tag_this_run
+from flows.maintenance import BACKUP_PREFIX, TenantEvents
 from flows.refusals import one_line_refusals
 from flows.retention import retention
 from tasks.backup import backup_tenant, preflight_backup
@@ -39,7 +40,37 @@ def take_backup(
     """Preflight, then the backup under the tenant lease and a cluster slot.
 
     Raises ``SubscriptionSuspended`` for the caller to turn into Skipped (or a refusal).
+    Emits ``daai-backup.backup.completed`` or ``.failed`` (not for a skipped backup).
     """
+    events = TenantEvents(BACKUP_PREFIX, tenant, actor=actor)
+    try:
+        result = _take_backup(ctx, tenant, label, actor=actor, note=note)
+    except SubscriptionSuspended as exc:
+        if label == policy.PRE_RESTORE:
+            events.failed(exc, live_changed=False, refused=True, label=label)
+        raise  # otherwise skipped, not failed: no event
+    except BaseException as exc:
+        refused = isinstance(exc, DaaiBackupError)
+        events.failed(exc, live_changed=False, refused=refused, label=label)
+        raise
+    events.file = result["file"]
+    events.completed(
+        label=label,
+        size_bytes=result["size_bytes"],
+        documents=result["documents"],
+        consistency=result["consistency"],
+    )
+    return result
+
+
+def _take_backup(
+    ctx: EngineContext,
+    tenant: Tenant,
+    label: str,
+    *,
+    actor: str | None,
+    note: str | None,
+) -> dict[str, Any]:
     logger = get_run_logger()
     try:
         expected = preflight_backup(ctx, tenant, label, actor, note)

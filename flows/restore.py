@@ -4,6 +4,13 @@ backup (a subflow) and run the staged restore, checking the lease right before t
 
 Nothing changes before the confirmation, and nothing live changes if the safety backup fails.
 
+A restore is a maintenance window the suite can act on (:mod:`flows.maintenance`): it emits
+``daai-backup.restore.*`` events (requested, maintenance-started, swapping, completed or
+failed, maintenance-ended), records the tenant's maintenance flag in the control database
+from just before the safety backup until the swap is done, asks the suite's webhook to
+confirm the maintenance when one is configured, and reports the live writes made after the
+safety backup (which the swap loses).
+
 With ``into``, the backup is loaded into a copy instead (a new database, for inspection;
 :func:`daai_backup.operations.restore_copy`): the live database is untouched, so there is no
 confirmation and no safety backup, only the permission check and the copy's own refusals.
@@ -20,7 +27,12 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from daai_backup.errors import ConfirmationMismatch, ConfirmationTimeout, MomentInvalid
+from daai_backup.errors import (
+    ConfirmationMismatch,
+    ConfirmationTimeout,
+    DaaiBackupError,
+    MomentInvalid,
+)
 from daai_backup.lease import format_duration
 from daai_backup.moments import MomentPlan
 from daai_backup.operations import EngineContext
@@ -29,6 +41,13 @@ from daai_backup.repository.catalog import BackupEntry
 from daai_backup.tenants import Tenant
 from flows.backup import pre_restore_backup
 from flows.common import engine, local_time
+from flows.maintenance import (
+    RESTORE_PREFIX,
+    TenantEvents,
+    expected_end,
+    lost_writes,
+    maintenance_window,
+)
 from flows.pick_backup import ask_which_backup
 from flows.refusals import one_line_refusals
 from tasks.catalog import describe_backup, list_backups
@@ -195,88 +214,175 @@ def restore(
             change capture; leave file and into empty. A moment not covered is refused
             with the recoverable ranges.
     """
-    logger = get_run_logger()
     with engine() as ctx:
         who = ctx.tenant(tenant)
-        moment = None
-        if at is not None:
-            if file is not None or into is not None:
-                raise MomentInvalid(
-                    "a restore to a moment picks its own backup and restores the workspace "
-                    "itself: give at alone, without file or into"
-                )
-            who.require(actor, "restore")
-            moment = plan_moment(ctx, who, at)
-            file = moment.file
-        if file is None:
-            who.require(actor, "restore")  # the list shows the tenant's data: check first
-            file = ask_which_backup(ctx, who, list_backups(ctx, who), confirm_timeout_seconds)
-        if into is not None:
-            return load_copy(ctx, who, file, into, actor, replace)
-        # Everything that can be checked is checked before anyone is asked to confirm.
-        entry = preflight_restore(ctx, who, file, actor)
-        if confirm_workspace_name is None:
-            ask_confirmation(ctx, who, entry, confirm_timeout_seconds, moment)
-        elif confirm_workspace_name != who.workspace_name:
-            raise ConfirmationMismatch(
-                f"the confirmation {confirm_workspace_name!r} does not match the workspace "
-                f"name of tenant {tenant!r}: {how_to_confirm(who)}; nothing changed"
+        events = TenantEvents(RESTORE_PREFIX, who, actor=actor, file=file, at=at, into=into)
+        events.emit("requested")
+        try:
+            return restore_with_events(
+                ctx,
+                who,
+                events,
+                file,
+                actor,
+                confirm_workspace_name,
+                confirm_timeout_seconds,
+                into,
+                replace,
+                at,
             )
-        with tenant_lock(ctx, who.id, "restore", detail=file) as lease:
-            describe_backup(ctx, who, file)  # still there after the wait for the lease
-            # A torn database (an earlier restore stopped mid-swap) is finished first, so the
-            # safety backup holds that earlier restore whole, never a mix of two states.
+        except BaseException as exc:
+            # Refused before the window, or failed in it (then already reported).
+            events.failed(exc, live_changed=False, refused=isinstance(exc, DaaiBackupError))
+            raise
+
+
+def restore_with_events(
+    ctx: EngineContext,
+    who: Tenant,
+    events: TenantEvents,
+    file: str | None,
+    actor: str | None,
+    confirm_workspace_name: str | None,
+    confirm_timeout_seconds: int,
+    into: str | None,
+    replace: bool,
+    at: str | None,
+) -> dict[str, Any]:
+    """The restore flow's body, telling ``events`` what happens (see :func:`restore`)."""
+    logger = get_run_logger()
+    moment = None
+    if at is not None:
+        if file is not None or into is not None:
+            raise MomentInvalid(
+                "a restore to a moment picks its own backup and restores the workspace "
+                "itself: give at alone, without file or into"
+            )
+        who.require(actor, "restore")
+        moment = plan_moment(ctx, who, at)
+        file = events.file = moment.file
+        events.at = moment.moment.isoformat()
+    if file is None:
+        who.require(actor, "restore")  # the list shows the tenant's data: check first
+        file = ask_which_backup(ctx, who, list_backups(ctx, who), confirm_timeout_seconds)
+        events.file = file
+    if into is not None:
+        result = load_copy(ctx, who, file, into, actor, replace)
+        events.completed(
+            live_database_changed=False,
+            collections=result["collections"],
+            documents=result["documents"],
+            expires_at=result["expires_at"],
+        )
+        return result
+    # Everything that can be checked is checked before anyone is asked to confirm.
+    entry = preflight_restore(ctx, who, file, actor)
+    if confirm_workspace_name is None:
+        ask_confirmation(ctx, who, entry, confirm_timeout_seconds, moment)
+    elif confirm_workspace_name != who.workspace_name:
+        raise ConfirmationMismatch(
+            f"the confirmation {confirm_workspace_name!r} does not match the workspace "
+            f"name of tenant {who.id!r}: {how_to_confirm(who)}; nothing changed"
+        )
+    with tenant_lock(ctx, who.id, "restore", detail=file) as lease:
+        describe_backup(ctx, who, file)  # still there after the wait for the lease
+        # A torn database (an earlier restore stopped mid-swap) is finished first, so the
+        # safety backup holds that earlier restore whole, never a mix of two states.
+        lease.check()
+        finish_interrupted_restore(ctx, who)
+        # Load and verify first: a bad archive fails here and costs no safety backup.
+        staged = stage_restore(ctx, who, file)
+        try:
+            if moment is not None:
+                # Onto the staged copy only; verified again before anything live changes.
+                staged = replay_changes(ctx, who, staged, moment)
             lease.check()
-            finish_interrupted_restore(ctx, who)
-            # Load and verify first: a bad archive fails here and costs no safety backup.
-            staged = stage_restore(ctx, who, file)
-            try:
-                if moment is not None:
-                    # Onto the staged copy only; verified again before anything live changes.
-                    staged = replay_changes(ctx, who, staged, moment)
+            # The window opens only now (staging is long and harmless): from the flag and
+            # the handshake on, the suite keeps users out while the safety backup is taken
+            # and the staged copy swapped in.
+            with maintenance_window(
+                ctx,
+                who,
+                lease,
+                events,
+                operation="restore" if moment is None else "restore to a moment",
+                detail=file if moment is None else moment_text(ctx, who, moment),
+                ends_at=expected_end(staged.duration_s),
+            ) as window:
                 # The safety backup is taken as late as possible, so it holds the live
                 # state right before the swap (the staging collections are never dumped).
-                lease.check()
                 safety = pre_restore_backup(tenant=who.id, actor=actor, restoring=file)
                 logger.info("tenant %s: safety backup %s taken", who.id, safety["file"])
+                lease.check()
+                lost = lost_writes(ctx, who, safety["file"])
+                if lost:
+                    logger.warning(
+                        "tenant %s: %d write(s) to the live database after the safety backup "
+                        "are lost by this restore (the safety backup does not hold them)",
+                        who.id,
+                        lost,
+                    )
+                events.emit("swapping", safety_backup=safety["file"], lost_writes=lost)
+                window.swapping = True
                 outcome = swap_restore(ctx, who, staged)
-            except BaseException:
-                # Still staged (not swapping): drop the copy, live data was never touched.
-                # Mid-swap: left for the next restore to finish.
-                discard_restore(ctx, who, staged)
-                raise
-        when = local_time(ctx, who, entry) if moment is None else moment_text(ctx, who, moment)
-        replayed = (
-            []
-            if moment is None
-            else [f"- {staged.replayed_events} captured changes replayed onto it, up to {when}"]
-        )
-        create_markdown_artifact(
-            "\n".join(
-                [
-                    f"## {who.workspace_name} restored to {when}",
-                    "",
-                    f"- Restored from `{file}` by {actor}",
-                    *replayed,
-                    f"- {outcome.collections} collections, {outcome.documents} documents, "
-                    f"{outcome.views} views; dropped: {', '.join(outcome.dropped) or 'none'}",
-                    f"- Took {outcome.duration_s:.1f} s",
-                    "",
-                    f"**To go back**, restore the safety backup `{safety['file']}`.",
-                ]
-            ),
-            key=f"restore-{who.id}",
-            description=f"Restore of {who.id} from {file}",
-        )
-        return {
-            "tenant": who.id,
-            "file": file,
-            "safety_backup": safety["file"],
-            "collections": outcome.collections,
-            "documents": outcome.documents,
-            "at": None if moment is None else moment.moment.isoformat(),
-            "replayed_events": staged.replayed_events,
-        }
+                window.live_changed = True
+                events.completed(
+                    live_database_changed=True,
+                    safety_backup=safety["file"],
+                    lost_writes=lost,
+                    collections=outcome.collections,
+                    documents=outcome.documents,
+                    replayed_events=staged.replayed_events,
+                    duration_s=round(outcome.duration_s, 3),
+                )
+        except BaseException:
+            # Still staged (not swapping): drop the copy, live data was never touched.
+            # Mid-swap: left for the next restore to finish.
+            discard_restore(ctx, who, staged)
+            raise
+    when = local_time(ctx, who, entry) if moment is None else moment_text(ctx, who, moment)
+    replayed = (
+        []
+        if moment is None
+        else [f"- {staged.replayed_events} captured changes replayed onto it, up to {when}"]
+    )
+    lost_line = (
+        []
+        if lost is None
+        else [
+            f"- Writes after the safety backup, lost: {lost}"
+            if lost
+            else "- No writes after the safety backup: nothing lost"
+        ]
+    )
+    create_markdown_artifact(
+        "\n".join(
+            [
+                f"## {who.workspace_name} restored to {when}",
+                "",
+                f"- Restored from `{file}` by {actor}",
+                *replayed,
+                f"- {outcome.collections} collections, {outcome.documents} documents, "
+                f"{outcome.views} views; dropped: {', '.join(outcome.dropped) or 'none'}",
+                *lost_line,
+                f"- Took {outcome.duration_s:.1f} s",
+                "",
+                f"**To go back**, restore the safety backup `{safety['file']}`.",
+            ]
+        ),
+        key=f"restore-{who.id}",
+        description=f"Restore of {who.id} from {file}",
+    )
+    return {
+        "tenant": who.id,
+        "file": file,
+        "safety_backup": safety["file"],
+        "collections": outcome.collections,
+        "documents": outcome.documents,
+        "at": None if moment is None else moment.moment.isoformat(),
+        "replayed_events": staged.replayed_events,
+        "lost_writes": lost,
+    }
 
 
 def load_copy(

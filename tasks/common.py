@@ -34,7 +34,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.tasks import exponential_backoff
 
-from daai_backup import lease
+from daai_backup import lease, maintenance
 from daai_backup.errors import DaaiBackupError
 from daai_backup.settings import Settings
 
@@ -162,6 +162,11 @@ def tenant_lock(
         wait_seconds=wait_seconds,
         on_wait=on_wait,
     ) as held:
+        try:  # a maintenance flag a killed restore left is stale now: this holder is next
+            if maintenance.clear_stale(ctx.mongo_client, ctx.settings, tenant_id, held.token):
+                logger.info("tenant %s: removed a stale maintenance record", tenant_id)
+        except DaaiBackupError as exc:  # readers ignore a stale record anyway
+            logger.warning("tenant %s: stale maintenance record not removed: %s", tenant_id, exc)
         if held.waited_seconds >= 1:
             logger.info(
                 "tenant %s: took the lease after waiting %s",
