@@ -57,7 +57,7 @@ from daai_backup.format.dbk1 import (
 from daai_backup.policy.schedule_times import next_backup_time
 from daai_backup.repository.catalog import BackupEntry
 from daai_backup.repository.folder import BackupFolder, FolderListing, folder_for_tenant
-from daai_backup.repository.manifest import Manifest, manifest_name, seal, unseal
+from daai_backup.repository.manifest import ChangesFacts, Manifest, manifest_name, seal, unseal
 from daai_backup.repository.names import BackupName, new_backup_name, validate_note
 from daai_backup.repository.quota import MB, QuotaReport, check_quota
 from daai_backup.repository.verification import VerificationRecord
@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 
     from daai_backup.fleet import FleetView, LastRun, TenantFacts
     from daai_backup.format.dbk1 import ArchiveHeader
-    from daai_backup.format.keys import Keyring
+    from daai_backup.format.keys import Keyring, MasterKey
     from daai_backup.lease import Lease, LeaseInfo
     from daai_backup.moments import ChangeSource, MomentPlan, Snapshot
     from daai_backup.mongo import CatalogChange, DumpResult
@@ -177,6 +177,8 @@ class BackupOutcome:
     catalog_changes: list[str] = field(default_factory=list)
     """Collections created, dropped or altered while a best-effort backup ran, one line each
     (empty for a snapshot)."""
+    consistent_at: tuple[int, int] | None = None
+    """The cluster time a restore of the backup yields (None: best-effort)."""
 
 
 @dataclass(frozen=True)
@@ -326,6 +328,11 @@ def _backup_tenant(
     folder = ctx.folder(tenant)
     client = ctx.mongo_client
 
+    # The dump's start position: its change events after it make the backup one moment.
+    from daai_backup.mongo import backup_changes
+
+    start = backup_changes.position(client)
+
     def produce(sink: BinaryIO) -> DumpResult:
         with EncryptingWriter(
             sink,
@@ -338,7 +345,11 @@ def _backup_tenant(
             gz = open_gzip_writer(cast(BinaryIO, encrypted))
             try:
                 return dump_database(
-                    client, tenant.database, gz, on_catalog_change=on_catalog_change
+                    client,
+                    tenant.database,
+                    gz,
+                    on_catalog_change=on_catalog_change,
+                    snapshot_window=ctx.settings.snapshot_window_seconds,
                 )
             finally:
                 gz.close()
@@ -358,6 +369,14 @@ def _backup_tenant(
     finally:
         pipe.close()
     dump = producer.result()
+    try:
+        consistency, consistent_at, facts = _make_consistent(
+            ctx, tenant, name.filename, dump, start, master
+        )
+    except BaseException:
+        with contextlib.suppress(DaaiBackupError):
+            folder.delete(name.filename)
+        raise
     changes = [_describe_change(c) for c in dump.catalog_changes]
     if changes:
         logger.warning(
@@ -379,11 +398,13 @@ def _backup_tenant(
         plain_bytes=dump.plain_bytes,
         data_bytes=dump.total_bytes,
         documents=dump.total_documents,
-        consistency=dump.consistency,
+        consistency=consistency,
         server_version=dump.server_version,
         source="backup",
         catalog_changes=tuple(changes),
         namespaces=facts_from_dump(dump),
+        consistent_at=consistent_at,
+        changes=facts,
     )
     try:
         folder.put_manifest(name.filename, seal(manifest, master))
@@ -398,15 +419,63 @@ def _backup_tenant(
         entry=BackupEntry.from_name(name, info.size, note=note),
         documents=dump.total_documents,
         data_bytes=dump.total_bytes,
-        consistency=dump.consistency,
+        consistency=consistency,
         server_version=dump.server_version,
         duration_s=time.monotonic() - started,
+        consistent_at=consistent_at,
         collections=[
             {"name": c.name, "type": c.type, "documents": c.documents, "bytes": c.bytes}
             for c in dump.collections
         ],
         catalog_changes=changes,
     )
+
+
+def _make_consistent(
+    ctx: EngineContext,
+    tenant: Tenant,
+    filename: str,
+    dump: DumpResult,
+    start: Timestamp | None,
+    master: MasterKey,
+) -> tuple[str, tuple[int, int] | None, ChangesFacts | None]:
+    """(consistency, consistent_at, changes) of a written dump; stores ``<file>.changes``.
+
+    - "snapshot": every read answered at the snapshot's time; the archive alone is the
+      database at ``consistent_at`` (= ``cluster_time``), no changes stored.
+    - "consistent": the reads answered at different times (a server that does not hold
+      snapshots, a dump longer than the snapshot window); the database's change events from
+      the position noted before the dump up to the end of it are stored beside the backup,
+      and a restore replays them: the database at ``consistent_at`` (the end of the dump).
+    - "best-effort": neither could be made (no change streams: a standalone; or the catalog
+      changed during the dump, recorded).
+    """
+    from bson.timestamp import Timestamp
+
+    from daai_backup.mongo import backup_changes
+    from daai_backup.repository.dump_changes import seal_changes
+
+    if dump.consistency == "snapshot" and not dump.torn:
+        return "snapshot", dump.cluster_time, None
+    if start is None or dump.catalog_changes or dump.read_times is None:
+        return "best-effort", None, None
+    until = backup_changes.position(ctx.mongo_client)
+    if until is None:
+        return "best-effort", None, None
+    latest = Timestamp(*dump.read_times[1])
+    until = max(until, latest)
+    got = backup_changes.collect(ctx.mongo_client, tenant.database, start, until)
+    facts, sealed = seal_changes(master, tenant.id, filename, (start.time, start.inc), got.events)
+    ctx.folder(tenant).put_changes(filename, sealed)
+    logger.info(
+        "backup %s of %s read at several cluster times: %d change events up to %s stored "
+        "with it, a restore replays them",
+        filename,
+        tenant.id,
+        len(got.events),
+        until,
+    )
+    return "consistent", (until.time, until.inc), facts
 
 
 @dataclass(frozen=True)
@@ -710,13 +779,66 @@ def stage_restore(
         )
         archive = open_gzip_reader(plain)
         staged = _stage_restore(ctx.mongo_client, tenant.database, archive)
-    return StagedOutcome(
-        tenant_id=tenant.id,
-        file=filename,
-        run=staged.run,
-        collections=len(staged.collections),
-        documents=staged.total_documents,
-        duration_s=time.monotonic() - started,
+        outcome = StagedOutcome(
+            tenant_id=tenant.id,
+            file=filename,
+            run=staged.run,
+            collections=len(staged.collections),
+            documents=staged.total_documents,
+            duration_s=time.monotonic() - started,
+        )
+        outcome = _replay_dump_changes(ctx, tenant, outcome)
+    return outcome
+
+
+def _replay_dump_changes(
+    ctx: EngineContext, tenant: Tenant, staged: StagedOutcome
+) -> StagedOutcome:
+    """Replay the change events stored with a "consistent" backup onto its staged dump, up
+    to the moment it is consistent at (the end of the dump); nothing live changes. A
+    failure drops the staged copy."""
+    import bson
+    from bson.timestamp import Timestamp
+
+    from daai_backup.mongo import discard_staged
+    from daai_backup.mongo.replay import replay_staged
+    from daai_backup.repository.dump_changes import read_changes
+
+    try:
+        manifest = _stored_manifest(ctx, tenant, staged.file)
+    except BaseException:
+        discard_staged(ctx.mongo_client, tenant.database, staged.run)
+        raise
+    if manifest is None or manifest.changes is None or manifest.consistent_at is None:
+        return staged
+    facts = manifest.changes
+    events = (
+        bson.decode(raw)
+        for raw in read_changes(
+            ctx.folder(tenant), ctx.settings.keyring, tenant.id, staged.file, facts
+        )
+    )
+    result = replay_staged(
+        ctx.mongo_client,
+        tenant.database,
+        staged.run,
+        events,
+        after=Timestamp(*facts.after),
+        until=Timestamp(*manifest.consistent_at),
+        idempotent=True,
+    )
+    logger.info(
+        "tenant %s: replayed the %d change events of %s's dump onto it: consistent at %s",
+        tenant.id,
+        result.applied,
+        staged.file,
+        manifest.consistent_at,
+    )
+    return replace(
+        staged,
+        collections=result.collections,
+        documents=result.documents,
+        replayed_events=result.applied,
     )
 
 
