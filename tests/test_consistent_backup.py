@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -75,7 +76,13 @@ def test_a_dump_whose_reads_answered_at_other_times_is_not_a_snapshot(
 
     _seed(mongo_client, mongo_db_name)
     with _transfers(mongo_uri, mongo_db_name) as moves:
-        result = dump_database(mongo_client, mongo_db_name, io.BytesIO())
+
+        def after_batch(_: object) -> None:  # the writer commits between batches, for sure
+            seen, deadline = moves[0], time.monotonic() + 2
+            while moves[0] == seen and time.monotonic() < deadline:
+                time.sleep(0.001)
+
+        result = dump_database(mongo_client, mongo_db_name, io.BytesIO(), progress=after_batch)
     assert moves[0] > 0
     assert result.torn
     assert result.consistency == "best-effort"
@@ -106,7 +113,15 @@ def test_backups_during_transfers_restore_to_one_moment(
     tenant = ctx.tenant("acme")
     _seed(mongo_client, mongo_db_name)
     with _transfers(mongo_uri, mongo_db_name) as moves:
-        outcome = backup_tenant(ctx, tenant, "manual", actor="ops", note="during transfers")
+
+        def slow_reader(done: int, expected: int) -> None:  # writes land while it dumps
+            seen, deadline = moves[0], time.monotonic() + 2
+            while moves[0] == seen and time.monotonic() < deadline:
+                time.sleep(0.001)
+
+        outcome = backup_tenant(
+            ctx, tenant, "manual", actor="ops", note="during transfers", progress=slow_reader
+        )
         during = moves[0]
     assert during > 0
     assert outcome.consistency == "consistent"
