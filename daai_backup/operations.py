@@ -29,7 +29,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, BinaryIO, Literal, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast
 
 from daai_backup import policy
 from daai_backup.errors import (
@@ -76,6 +76,7 @@ if TYPE_CHECKING:
     from daai_backup.moments import ChangeSource, MomentPlan, Snapshot
     from daai_backup.mongo import CatalogChange, DumpResult
     from daai_backup.mongo.copies import CopyInfo
+    from daai_backup.mongo.replay import ReplayResult
     from daai_backup.repository.archive_facts import ArchiveFacts
 
 logger = logging.getLogger(__name__)
@@ -794,52 +795,82 @@ def stage_restore(
 def _replay_dump_changes(
     ctx: EngineContext, tenant: Tenant, staged: StagedOutcome
 ) -> StagedOutcome:
-    """Replay the change events stored with a "consistent" backup onto its staged dump, up
-    to the moment it is consistent at (the end of the dump); nothing live changes. A
-    failure drops the staged copy."""
-    import bson
-    from bson.timestamp import Timestamp
-
+    """Replay the change events stored with a "consistent" backup onto its staged dump in
+    the tenant's database (:func:`_replay_backup_changes`); a failure drops the staged copy."""
     from daai_backup.mongo import discard_staged
-    from daai_backup.mongo.replay import replay_staged
-    from daai_backup.repository.dump_changes import read_changes
 
     try:
-        manifest = _stored_manifest(ctx, tenant, staged.file)
+        result = _replay_backup_changes(ctx, tenant, staged.file, tenant.database, staged.run)
     except BaseException:
         discard_staged(ctx.mongo_client, tenant.database, staged.run)
         raise
-    if manifest is None or manifest.changes is None or manifest.consistent_at is None:
+    if result is None:
         return staged
-    facts = manifest.changes
-    events = (
-        bson.decode(raw)
-        for raw in read_changes(
-            ctx.folder(tenant), ctx.settings.keyring, tenant.id, staged.file, facts
-        )
-    )
-    result = replay_staged(
-        ctx.mongo_client,
-        tenant.database,
-        staged.run,
-        events,
-        after=Timestamp(*facts.after),
-        until=Timestamp(*manifest.consistent_at),
-        idempotent=True,
-    )
-    logger.info(
-        "tenant %s: replayed the %d change events of %s's dump onto it: consistent at %s",
-        tenant.id,
-        result.applied,
-        staged.file,
-        manifest.consistent_at,
-    )
     return replace(
         staged,
         collections=result.collections,
         documents=result.documents,
         replayed_events=result.applied,
     )
+
+
+def _replay_backup_changes(
+    ctx: EngineContext, tenant: Tenant, filename: str, database: str, run: str
+) -> ReplayResult | None:
+    """Replay the change events stored with a "consistent" backup (``<file>.changes``) onto
+    its dump staged as ``run`` in ``database``, up to the moment the backup is consistent at
+    (the end of the dump); nothing live changes. None for a backup without them.
+
+    The one path for every load of a backup: a restore (``database`` is the tenant's) and a
+    restore copy (``database`` is the copy's: the events are the tenant database's, so their
+    namespaces are moved to it). ``replay_staged`` drops the staging when the replay fails.
+    """
+    import bson
+    from bson.timestamp import Timestamp
+
+    from daai_backup.mongo.replay import replay_staged
+    from daai_backup.repository.dump_changes import read_changes
+
+    manifest = _stored_manifest(ctx, tenant, filename)
+    if manifest is None or manifest.changes is None or manifest.consistent_at is None:
+        return None
+    facts = manifest.changes
+    events = (
+        _in_database(bson.decode(raw), tenant.database, database)
+        for raw in read_changes(
+            ctx.folder(tenant), ctx.settings.keyring, tenant.id, filename, facts
+        )
+    )
+    result = replay_staged(
+        ctx.mongo_client,
+        database,
+        run,
+        events,
+        after=Timestamp(*facts.after),
+        until=Timestamp(*manifest.consistent_at),
+        idempotent=True,
+    )
+    logger.info(
+        "tenant %s: replayed the %d change events of %s's dump onto it in %s: consistent at %s",
+        tenant.id,
+        result.applied,
+        filename,
+        database,
+        manifest.consistent_at,
+    )
+    return result
+
+
+def _in_database(event: dict[str, Any], source: str, target: str) -> dict[str, Any]:
+    """A change event of database ``source`` as if it happened in ``target`` (its ``ns`` and a
+    rename's ``to``); other databases' namespaces are left as they are (replay refuses them)."""
+    if source == target:
+        return event
+    for key in ("ns", "to"):
+        ns = event.get(key)
+        if isinstance(ns, dict) and ns.get("db") == source:
+            event[key] = {**ns, "db": target}
+    return event
 
 
 def swap_restore(ctx: EngineContext, tenant: Tenant, staged: StagedOutcome) -> RestoreOutcome:
@@ -1618,8 +1649,10 @@ def restore_copy(
                     encrypted=entry.encrypted,
                 )
                 staged = _stage_restore(client, into, open_gzip_reader(plain), _fail_at=_fail_at)
+            # A "consistent" backup is its dump plus its change events: the copy too.
+            _replay_backup_changes(ctx, tenant, filename, into, staged.run)
             lease.check()
-            result = swap_staged(client, into, staged, _fail_at=_fail_at)
+            result = swap_staged(client, into, staged.run, _fail_at=_fail_at)
             copies.complete(
                 client,
                 into,

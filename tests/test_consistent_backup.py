@@ -61,6 +61,22 @@ def _transfers(uri: str, name: str) -> Iterator[list[int]]:
         client.close()
 
 
+def _backup_during_transfers(ctx: Any, uri: str, name: str) -> Any:
+    """A manual backup of tenant acme taken while the writer runs (labelled consistent)."""
+    with _transfers(uri, name) as moves:
+
+        def slow_reader(done: int, expected: int) -> None:  # writes land while it dumps
+            seen, deadline = moves[0], time.monotonic() + 2
+            while moves[0] == seen and time.monotonic() < deadline:
+                time.sleep(0.001)
+
+        outcome = backup_tenant(
+            ctx, ctx.tenant("acme"), "manual", actor="ops", progress=slow_reader
+        )
+    assert outcome.consistency == "consistent"
+    return outcome
+
+
 def _broken_pairs(client: MongoClient[Any], name: str) -> int:
     a = {d["_id"]: d["v"] for d in client[name].a.find({}, {"v": 1})}
     b = {d["_id"]: d["v"] for d in client[name].b.find({}, {"v": 1})}
@@ -197,3 +213,22 @@ def test_the_list_and_describe_say_consistency_moment_and_actor(
     assert row["Actor"] == "ops@example.com"
     rows = dict(header_rows(manifest, "UTC"))
     assert rows["Consistent at"].startswith(f"Timestamp({manifest.consistent_at[0]}")
+
+
+def test_a_copy_of_a_consistent_backup_is_one_moment_too(
+    mongo_client, mongo_uri, mongo_db_name, local_storage_url
+):
+    """``restore --into`` replays the backup's change events like a restore: no torn pair."""
+    from daai_backup.operations import restore_copy
+
+    ctx = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name})
+    _seed(mongo_client, mongo_db_name)
+    outcome = _backup_during_transfers(ctx, mongo_uri, mongo_db_name)
+    into = f"copy_{mongo_db_name}"[:60]
+    try:
+        copy = restore_copy(ctx, ctx.tenant("acme"), outcome.entry.file, into, actor="ops")
+        assert copy.documents == 2 * PAIRS
+        assert _broken_pairs(mongo_client, into) == 0
+        assert sum(d["v"] for d in mongo_client[into].a.find()) < 100 * PAIRS  # moves in it
+    finally:
+        mongo_client.drop_database(into)
