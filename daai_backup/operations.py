@@ -950,8 +950,11 @@ def change_source(ctx: EngineContext, tenant: Tenant) -> ChangeSource:
 
 
 def snapshots(ctx: EngineContext, tenant: Tenant) -> list[Snapshot]:
-    """The tenant's backups a moment can start from: those whose manifest records the
-    cluster time of a consistent snapshot (newest first).
+    """The tenant's backups a moment can start from, with the cluster time each restores to
+    (newest first): a ``snapshot`` at its manifest's ``cluster_time``; a ``consistent`` one
+    at its ``consistent_at`` (staging it replays its own change events up to there,
+    :func:`stage_restore`, then the captured changes after it are replayed). A best-effort
+    backup is never one.
 
     From the listing index's manifest summaries (one listing plus one read); a summary
     cached before summaries carried the cluster time costs one manifest read. Backups
@@ -969,13 +972,16 @@ def snapshots(ctx: EngineContext, tenant: Tenant) -> list[Snapshot]:
             continue
         if "cluster_time" in summary:
             consistency, cluster = summary.get("consistency"), summary["cluster_time"]
+            moment = summary.get("consistent_at")
         else:
             manifest = _stored_manifest(ctx, tenant, entry.file)
             if manifest is None:
                 continue
             consistency, cluster = manifest.consistency, manifest.cluster_time
-        if cluster and consistency == "snapshot":
-            out.append(Snapshot(entry.file, Timestamp(int(cluster[0]), int(cluster[1]))))
+            moment = manifest.consistent_at
+        base = {"snapshot": cluster, "consistent": moment}.get(str(consistency))
+        if base:
+            out.append(Snapshot(entry.file, Timestamp(int(base[0]), int(base[1]))))
     return sorted(out, key=lambda s: s.at, reverse=True)
 
 

@@ -232,3 +232,49 @@ def test_a_copy_of_a_consistent_backup_is_one_moment_too(
         assert sum(d["v"] for d in mongo_client[into].a.find()) < 100 * PAIRS  # moves in it
     finally:
         mongo_client.drop_database(into)
+
+
+def test_a_consistent_backup_is_a_base_for_a_moment(
+    mongo_client, mongo_uri, mongo_db_name, local_storage_url
+):
+    """Restore to a moment starts from a ``consistent`` backup (real capture): its own change
+    events up to ``consistent_at``, then the captured ones after it up to the moment."""
+    from datetime import UTC, datetime
+
+    from daai_backup.capture.runner import run_capture
+    from daai_backup.operations import plan_moment, restore_to_moment, snapshots
+
+    ctx = _ctx(mongo_uri, local_storage_url, {"acme": mongo_db_name})
+    control = f"ctl_{mongo_db_name}"
+    ctx.settings = ctx.settings.model_copy(update={"control_database": control})
+    tenant = ctx.tenant("acme")
+    _seed(mongo_client, mongo_db_name)
+    db = mongo_client[mongo_db_name]
+    try:
+        run_capture(ctx.settings, once=True, registry_loader=lambda: ctx.registry)
+        outcome = _backup_during_transfers(ctx, mongo_uri, mongo_db_name)
+        manifest = manifest_of(ctx, tenant, outcome.entry.file)
+        assert manifest.consistent_at is not None
+        (base,) = snapshots(ctx, tenant)
+        assert (base.file, (base.at.time, base.at.inc)) == (
+            outcome.entry.file,
+            manifest.consistent_at,
+        )
+        time.sleep(1.02 - (time.time() % 1))
+        db.a.update_one({"_id": 0}, {"$set": {"v": 150}})
+        db.b.update_one({"_id": 0}, {"$set": {"v": 50}})
+        moment = datetime.now(UTC)
+        time.sleep(1.02 - (time.time() % 1))
+        db.a.delete_many({})  # the bad delete
+        run_capture(ctx.settings, once=True, registry_loader=lambda: ctx.registry)
+
+        at = f"{moment:%Y-%m-%d %H:%M:%S} UTC"
+        plan = plan_moment(ctx, tenant, at)
+        assert plan.file == outcome.entry.file
+        assert (plan.snapshot.time, plan.snapshot.inc) == manifest.consistent_at
+        restore_to_moment(ctx, tenant, at)
+        assert _broken_pairs(mongo_client, mongo_db_name) == 0
+        assert db.a.find_one({"_id": 0})["v"] == 150
+        assert db.b.find_one({"_id": 0})["v"] == 50
+    finally:
+        mongo_client.drop_database(control)
