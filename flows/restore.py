@@ -237,7 +237,10 @@ def restore(
                 # The safety backup is taken as late as possible, so it holds the live
                 # state right before the swap (the staging collections are never dumped).
                 lease.check()
-                safety = pre_restore_backup(tenant=who.id, actor=actor, restoring=file)
+                # Who restored what is kept with the backup that precedes it: the safety
+                # backup's manifest holds the restoring actor, its note the restored file.
+                restoring = file if moment is None else f"{file} to {moment_text(ctx, who, moment)}"
+                safety = pre_restore_backup(tenant=who.id, actor=actor, restoring=restoring)
                 logger.info("tenant %s: safety backup %s taken", who.id, safety["file"])
                 outcome = swap_restore(ctx, who, staged)
             except BaseException:
@@ -272,6 +275,7 @@ def restore(
             "tenant": who.id,
             "file": file,
             "safety_backup": safety["file"],
+            "actor": actor,
             "collections": outcome.collections,
             "documents": outcome.documents,
             "at": None if moment is None else moment.moment.isoformat(),
