@@ -1613,10 +1613,11 @@ def restore_copy(
 
     The live database is never touched, so there is no safety backup and no confirmation;
     the actor needs ``restore`` (:func:`preflight_copy` refuses first, in one line). The copy
-    is exactly the backup's state (collections, views, indexes, options, validators) plus
-    its marker (:mod:`daai_backup.mongo.copies`), and expires ``copy_ttl_days`` after
-    ``now``. Under the tenant's lease (retention cannot delete the backup mid-read; the
-    sweep can tell a killed load from a running one). A load that fails drops the whole
+    is exactly the backup's state (collections, views, indexes, options, validators; a
+    ``consistent`` backup's change events replayed, as a restore does) plus its marker
+    (:mod:`daai_backup.mongo.copies`), and expires ``copy_ttl_days`` after ``now``. Under
+    the tenant's lease (retention cannot delete the backup mid-read; the sweep can tell a
+    killed load from a running one). A load that fails drops the whole
     database; one that is killed leaves a marker saying ``loading``, listed as incomplete and
     dropped by the next sweep. ``_fail_at`` is the restore's crash seam, for tests.
     """
