@@ -141,8 +141,23 @@ def as_run_of(flow: Any, deployment: str, parameters: dict[str, Any]) -> State[A
         raise fail(str(exc)) from None
 
 
+@contextmanager
+def _say_when_waiting() -> Iterator[None]:
+    """While the run waits for the tenant's lease held by another operation, print one line
+    on stderr saying for what and how long so far ("waiting for the restore of acme to
+    finish (12 s)"), at once and then every 10 s, instead of a silent wait."""
+    from daai_backup.lease import LeaseInfo, waiting_line
+    from tasks.common import wait_listener
+
+    def say(holder: LeaseInfo, waited: float) -> None:
+        print(waiting_line(holder, waited), file=sys.stderr, flush=True)
+
+    with wait_listener(say):
+        yield
+
+
 def _run(flow_call: Callable[[], State[Any]], label: str, doing: str) -> Any:
-    with _progress_bar(label):
+    with _progress_bar(label), _say_when_waiting():
         state = flow_call()
     return _outcome(state, doing)
 

@@ -246,6 +246,13 @@ def waiting_message(holder: LeaseInfo, waited_seconds: float) -> str:
     return f"waiting for {holder.describe()} to finish: {format_duration(waited_seconds)} so far"
 
 
+def waiting_line(holder: LeaseInfo, waited_seconds: float) -> str:
+    """The short line a command prints while it waits, e.g. ``waiting for the restore of
+    acme to finish (12 s)`` (:func:`waiting_message` is the log's, with who holds it)."""
+    what = f"the {holder.operation} of {holder.tenant_id}"
+    return f"waiting for {what} to finish ({format_duration(waited_seconds)})"
+
+
 def current_holder(
     client: MongoClient[Any], settings_or_db_name: Settings | str, tenant_id: str
 ) -> LeaseInfo | None:
@@ -593,5 +600,6 @@ __all__ = [
     "lease_id",
     "leases_collection",
     "tenant_lease",
+    "waiting_line",
     "waiting_message",
 ]

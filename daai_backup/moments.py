@@ -1,8 +1,10 @@
 """Restore to a moment: which moments a tenant can be restored to, and from which snapshot.
 
-Pure functions over two facts: each snapshot's cluster time (its manifest's ``cluster_time``,
-only for ``consistency: "snapshot"`` backups) and the change capture's coverage, the closed
-cluster-time ranges in which it holds every event of the tenant. A moment (a wall-clock
+Pure functions over two facts: each snapshot's cluster time (its manifest's ``cluster_time``
+for a ``consistency: "snapshot"`` backup, ``consistent_at`` for a ``"consistent"`` one, whose
+staging replays its own change events up to it; ``operations.snapshots``) and the change
+capture's coverage, the closed cluster-time ranges in which it holds every event of the
+tenant. A moment (a wall-clock
 second in the tenant's time zone, unless the text names one) is the cluster time
 ``Timestamp(second, 2**32 - 1)``: every event of that second included. It is recoverable when
 a snapshot at ``s <= moment`` and one coverage range ``[a, b]`` with ``a <= s`` and

@@ -29,7 +29,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, BinaryIO, Literal, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast
 
 from daai_backup import policy
 from daai_backup.errors import (
@@ -57,7 +57,7 @@ from daai_backup.format.dbk1 import (
 from daai_backup.policy.schedule_times import next_backup_time
 from daai_backup.repository.catalog import BackupEntry
 from daai_backup.repository.folder import BackupFolder, FolderListing, folder_for_tenant
-from daai_backup.repository.manifest import Manifest, manifest_name, seal, unseal
+from daai_backup.repository.manifest import ChangesFacts, Manifest, manifest_name, seal, unseal
 from daai_backup.repository.names import BackupName, new_backup_name, validate_note
 from daai_backup.repository.quota import MB, QuotaReport, check_quota
 from daai_backup.repository.verification import VerificationRecord
@@ -71,12 +71,13 @@ if TYPE_CHECKING:
 
     from daai_backup.fleet import FleetView, LastRun, TenantFacts
     from daai_backup.format.dbk1 import ArchiveHeader
-    from daai_backup.format.keys import Keyring
+    from daai_backup.format.keys import Keyring, MasterKey
     from daai_backup.lease import Lease, LeaseInfo
     from daai_backup.maintenance import MaintenanceRecord
     from daai_backup.moments import ChangeSource, MomentPlan, Snapshot
     from daai_backup.mongo import CatalogChange, DumpResult
     from daai_backup.mongo.copies import CopyInfo
+    from daai_backup.mongo.replay import ReplayResult
     from daai_backup.repository.archive_facts import ArchiveFacts
 
 logger = logging.getLogger(__name__)
@@ -178,6 +179,8 @@ class BackupOutcome:
     catalog_changes: list[str] = field(default_factory=list)
     """Collections created, dropped or altered while a best-effort backup ran, one line each
     (empty for a snapshot)."""
+    consistent_at: tuple[int, int] | None = None
+    """The cluster time a restore of the backup yields (None: best-effort)."""
 
 
 @dataclass(frozen=True)
@@ -327,6 +330,11 @@ def _backup_tenant(
     folder = ctx.folder(tenant)
     client = ctx.mongo_client
 
+    # The dump's start position: its change events after it make the backup one moment.
+    from daai_backup.mongo import backup_changes
+
+    start = backup_changes.position(client)
+
     def produce(sink: BinaryIO) -> DumpResult:
         with EncryptingWriter(
             sink,
@@ -339,7 +347,11 @@ def _backup_tenant(
             gz = open_gzip_writer(cast(BinaryIO, encrypted))
             try:
                 return dump_database(
-                    client, tenant.database, gz, on_catalog_change=on_catalog_change
+                    client,
+                    tenant.database,
+                    gz,
+                    on_catalog_change=on_catalog_change,
+                    snapshot_window=ctx.settings.snapshot_window_seconds,
                 )
             finally:
                 gz.close()
@@ -359,6 +371,14 @@ def _backup_tenant(
     finally:
         pipe.close()
     dump = producer.result()
+    try:
+        consistency, consistent_at, facts = _make_consistent(
+            ctx, tenant, name.filename, dump, start, master
+        )
+    except BaseException:
+        with contextlib.suppress(DaaiBackupError):
+            folder.delete(name.filename)
+        raise
     changes = [_describe_change(c) for c in dump.catalog_changes]
     if changes:
         logger.warning(
@@ -380,11 +400,13 @@ def _backup_tenant(
         plain_bytes=dump.plain_bytes,
         data_bytes=dump.total_bytes,
         documents=dump.total_documents,
-        consistency=dump.consistency,
+        consistency=consistency,
         server_version=dump.server_version,
         source="backup",
         catalog_changes=tuple(changes),
         namespaces=facts_from_dump(dump),
+        consistent_at=consistent_at,
+        changes=facts,
     )
     try:
         folder.put_manifest(name.filename, seal(manifest, master))
@@ -399,15 +421,63 @@ def _backup_tenant(
         entry=BackupEntry.from_name(name, info.size, note=note),
         documents=dump.total_documents,
         data_bytes=dump.total_bytes,
-        consistency=dump.consistency,
+        consistency=consistency,
         server_version=dump.server_version,
         duration_s=time.monotonic() - started,
+        consistent_at=consistent_at,
         collections=[
             {"name": c.name, "type": c.type, "documents": c.documents, "bytes": c.bytes}
             for c in dump.collections
         ],
         catalog_changes=changes,
     )
+
+
+def _make_consistent(
+    ctx: EngineContext,
+    tenant: Tenant,
+    filename: str,
+    dump: DumpResult,
+    start: Timestamp | None,
+    master: MasterKey,
+) -> tuple[str, tuple[int, int] | None, ChangesFacts | None]:
+    """(consistency, consistent_at, changes) of a written dump; stores ``<file>.changes``.
+
+    - "snapshot": every read answered at the snapshot's time; the archive alone is the
+      database at ``consistent_at`` (= ``cluster_time``), no changes stored.
+    - "consistent": the reads answered at different times (a server that does not hold
+      snapshots, a dump longer than the snapshot window); the database's change events from
+      the position noted before the dump up to the end of it are stored beside the backup,
+      and a restore replays them: the database at ``consistent_at`` (the end of the dump).
+    - "best-effort": neither could be made (no change streams: a standalone; or the catalog
+      changed during the dump, recorded).
+    """
+    from bson.timestamp import Timestamp
+
+    from daai_backup.mongo import backup_changes
+    from daai_backup.repository.dump_changes import seal_changes
+
+    if dump.consistency == "snapshot" and not dump.torn:
+        return "snapshot", dump.cluster_time, None
+    if start is None or dump.catalog_changes or dump.read_times is None:
+        return "best-effort", None, None
+    until = backup_changes.position(ctx.mongo_client)
+    if until is None:
+        return "best-effort", None, None
+    latest = Timestamp(*dump.read_times[1])
+    until = max(until, latest)
+    got = backup_changes.collect(ctx.mongo_client, tenant.database, start, until)
+    facts, sealed = seal_changes(master, tenant.id, filename, (start.time, start.inc), got.events)
+    ctx.folder(tenant).put_changes(filename, sealed)
+    logger.info(
+        "backup %s of %s read at several cluster times: %d change events up to %s stored "
+        "with it, a restore replays them",
+        filename,
+        tenant.id,
+        len(got.events),
+        until,
+    )
+    return "consistent", (until.time, until.inc), facts
 
 
 @dataclass(frozen=True)
@@ -711,14 +781,97 @@ def stage_restore(
         )
         archive = open_gzip_reader(plain)
         staged = _stage_restore(ctx.mongo_client, tenant.database, archive)
-    return StagedOutcome(
-        tenant_id=tenant.id,
-        file=filename,
-        run=staged.run,
-        collections=len(staged.collections),
-        documents=staged.total_documents,
-        duration_s=time.monotonic() - started,
+        outcome = StagedOutcome(
+            tenant_id=tenant.id,
+            file=filename,
+            run=staged.run,
+            collections=len(staged.collections),
+            documents=staged.total_documents,
+            duration_s=time.monotonic() - started,
+        )
+        outcome = _replay_dump_changes(ctx, tenant, outcome)
+    return outcome
+
+
+def _replay_dump_changes(
+    ctx: EngineContext, tenant: Tenant, staged: StagedOutcome
+) -> StagedOutcome:
+    """Replay the change events stored with a "consistent" backup onto its staged dump in
+    the tenant's database (:func:`_replay_backup_changes`); a failure drops the staged copy."""
+    from daai_backup.mongo import discard_staged
+
+    try:
+        result = _replay_backup_changes(ctx, tenant, staged.file, tenant.database, staged.run)
+    except BaseException:
+        discard_staged(ctx.mongo_client, tenant.database, staged.run)
+        raise
+    if result is None:
+        return staged
+    return replace(
+        staged,
+        collections=result.collections,
+        documents=result.documents,
+        replayed_events=result.applied,
     )
+
+
+def _replay_backup_changes(
+    ctx: EngineContext, tenant: Tenant, filename: str, database: str, run: str
+) -> ReplayResult | None:
+    """Replay the change events stored with a "consistent" backup (``<file>.changes``) onto
+    its dump staged as ``run`` in ``database``, up to the moment the backup is consistent at
+    (the end of the dump); nothing live changes. None for a backup without them.
+
+    The one path for every load of a backup: a restore (``database`` is the tenant's) and a
+    restore copy (``database`` is the copy's: the events are the tenant database's, so their
+    namespaces are moved to it). ``replay_staged`` drops the staging when the replay fails.
+    """
+    import bson
+    from bson.timestamp import Timestamp
+
+    from daai_backup.mongo.replay import replay_staged
+    from daai_backup.repository.dump_changes import read_changes
+
+    manifest = _stored_manifest(ctx, tenant, filename)
+    if manifest is None or manifest.changes is None or manifest.consistent_at is None:
+        return None
+    facts = manifest.changes
+    events = (
+        _in_database(bson.decode(raw), tenant.database, database)
+        for raw in read_changes(
+            ctx.folder(tenant), ctx.settings.keyring, tenant.id, filename, facts
+        )
+    )
+    result = replay_staged(
+        ctx.mongo_client,
+        database,
+        run,
+        events,
+        after=Timestamp(*facts.after),
+        until=Timestamp(*manifest.consistent_at),
+        idempotent=True,
+    )
+    logger.info(
+        "tenant %s: replayed the %d change events of %s's dump onto it in %s: consistent at %s",
+        tenant.id,
+        result.applied,
+        filename,
+        database,
+        manifest.consistent_at,
+    )
+    return result
+
+
+def _in_database(event: dict[str, Any], source: str, target: str) -> dict[str, Any]:
+    """A change event of database ``source`` as if it happened in ``target`` (its ``ns`` and a
+    rename's ``to``); other databases' namespaces are left as they are (replay refuses them)."""
+    if source == target:
+        return event
+    for key in ("ns", "to"):
+        ns = event.get(key)
+        if isinstance(ns, dict) and ns.get("db") == source:
+            event[key] = {**ns, "db": target}
+    return event
 
 
 def swap_restore(ctx: EngineContext, tenant: Tenant, staged: StagedOutcome) -> RestoreOutcome:
@@ -798,8 +951,11 @@ def change_source(ctx: EngineContext, tenant: Tenant) -> ChangeSource:
 
 
 def snapshots(ctx: EngineContext, tenant: Tenant) -> list[Snapshot]:
-    """The tenant's backups a moment can start from: those whose manifest records the
-    cluster time of a consistent snapshot (newest first).
+    """The tenant's backups a moment can start from, with the cluster time each restores to
+    (newest first): a ``snapshot`` at its manifest's ``cluster_time``; a ``consistent`` one
+    at its ``consistent_at`` (staging it replays its own change events up to there,
+    :func:`stage_restore`, then the captured changes after it are replayed). A best-effort
+    backup is never one.
 
     From the listing index's manifest summaries (one listing plus one read); a summary
     cached before summaries carried the cluster time costs one manifest read. Backups
@@ -817,13 +973,16 @@ def snapshots(ctx: EngineContext, tenant: Tenant) -> list[Snapshot]:
             continue
         if "cluster_time" in summary:
             consistency, cluster = summary.get("consistency"), summary["cluster_time"]
+            moment = summary.get("consistent_at")
         else:
             manifest = _stored_manifest(ctx, tenant, entry.file)
             if manifest is None:
                 continue
             consistency, cluster = manifest.consistency, manifest.cluster_time
-        if cluster and consistency == "snapshot":
-            out.append(Snapshot(entry.file, Timestamp(int(cluster[0]), int(cluster[1]))))
+            moment = manifest.consistent_at
+        base = {"snapshot": cluster, "consistent": moment}.get(str(consistency))
+        if base:
+            out.append(Snapshot(entry.file, Timestamp(int(base[0]), int(base[1]))))
     return sorted(out, key=lambda s: s.at, reverse=True)
 
 
@@ -1464,10 +1623,11 @@ def restore_copy(
 
     The live database is never touched, so there is no safety backup and no confirmation;
     the actor needs ``restore`` (:func:`preflight_copy` refuses first, in one line). The copy
-    is exactly the backup's state (collections, views, indexes, options, validators) plus
-    its marker (:mod:`daai_backup.mongo.copies`), and expires ``copy_ttl_days`` after
-    ``now``. Under the tenant's lease (retention cannot delete the backup mid-read; the
-    sweep can tell a killed load from a running one). A load that fails drops the whole
+    is exactly the backup's state (collections, views, indexes, options, validators; a
+    ``consistent`` backup's change events replayed, as a restore does) plus its marker
+    (:mod:`daai_backup.mongo.copies`), and expires ``copy_ttl_days`` after ``now``. Under
+    the tenant's lease (retention cannot delete the backup mid-read; the sweep can tell a
+    killed load from a running one). A load that fails drops the whole
     database; one that is killed leaves a marker saying ``loading``, listed as incomplete and
     dropped by the next sweep. ``_fail_at`` is the restore's crash seam, for tests.
     """
@@ -1506,8 +1666,10 @@ def restore_copy(
                     encrypted=entry.encrypted,
                 )
                 staged = _stage_restore(client, into, open_gzip_reader(plain), _fail_at=_fail_at)
+            # A "consistent" backup is its dump plus its change events: the copy too.
+            _replay_backup_changes(ctx, tenant, filename, into, staged.run)
             lease.check()
-            result = swap_staged(client, into, staged, _fail_at=_fail_at)
+            result = swap_staged(client, into, staged.run, _fail_at=_fail_at)
             copies.complete(
                 client,
                 into,

@@ -93,6 +93,15 @@ class Settings(BaseSettings):
         "drops it",
     )
 
+    snapshot_window_seconds: float = Field(
+        default=240,
+        gt=0,
+        le=86400,
+        description="a backup reads each further collection in a fresh snapshot once its "
+        "snapshot is this old (keep it below the server's minSnapshotHistoryWindowInSeconds, "
+        "300 by default); the dump's change events keep the backup one moment either way",
+    )
+
     capture_max_lag_seconds: float = Field(
         default=60,
         gt=0,

@@ -19,7 +19,13 @@ from daai_backup.errors import DaaiBackupError, InvalidName, KeyMissing, Subscri
 from daai_backup.operations import EngineContext
 from daai_backup.repository.catalog import human_size
 from daai_backup.tenants import Tenant
-from flows.common import engine, publish_backup_list, publish_key_missing, tag_this_run
+from flows.common import (
+    clear_key_missing,
+    engine,
+    publish_backup_list,
+    publish_key_missing,
+    tag_this_run,
+)
 from flows.maintenance import BACKUP_PREFIX, TenantEvents
 from flows.refusals import one_line_refusals
 from flows.retention import retention
@@ -92,6 +98,7 @@ def _take_backup(
                 ),
             )
             outcome = backup_tenant(ctx, tenant, label, note, expected, progress, actor)
+        clear_key_missing(tenant)
         published = False
         if label != policy.PRE_RESTORE:
             # Not for a safety backup: retention could delete the very file being restored.

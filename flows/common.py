@@ -130,9 +130,47 @@ def publish_key_missing(tenant: Tenant, message: str) -> None:
                 "(unencrypted) backup.",
             ]
         ),
-        key=f"backup-key-missing-{tenant.id}",
+        key=KEY_MISSING_KEY.format(tenant=tenant.id),
         description=f"Encryption key missing: backups of {tenant.id} fail until it is set",
     )
+
+
+KEY_MISSING_KEY = "backup-key-missing-{tenant}"
+KEY_PRESENT_TITLE = "## ✅ Backups of {workspace} run again"
+
+
+def clear_key_missing(tenant: Tenant) -> bool:
+    """After a successful backup: replace a key-missing banner with one saying backups run
+    again (Prefect keeps a key's versions; the newest is what the key's page shows). Nothing
+    is published for a tenant that never had the banner. Whether a version was published;
+    a failure is logged, never a reason to fail a backup."""
+    from prefect import get_run_logger
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactCollectionFilter,
+        ArtifactCollectionFilterKey,
+    )
+
+    key = KEY_MISSING_KEY.format(tenant=tenant.id)
+    try:
+        with get_client(sync_client=True) as client:
+            found = client.read_latest_artifacts(
+                artifact_filter=ArtifactCollectionFilter(
+                    key=ArtifactCollectionFilterKey(any_=[key])
+                )
+            )
+        if not found or str(found[0].data or "").startswith("## ✅"):
+            return False
+        create_markdown_artifact(
+            KEY_PRESENT_TITLE.format(workspace=tenant.workspace_name)
+            + "\n\nThe encryption key is set and backups succeed again.",
+            key=key,
+            description=f"Encryption key present: backups of {tenant.id} succeed again",
+        )
+        return True
+    except Exception as exc:  # the API being briefly away must not fail a backup
+        get_run_logger().warning("tenant %s: key-missing banner not cleared: %s", tenant.id, exc)
+        return False
 
 
 def tag_this_run(*tags: str) -> None:

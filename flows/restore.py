@@ -311,7 +311,10 @@ def restore_with_events(
             ) as window:
                 # The safety backup is taken as late as possible, so it holds the live
                 # state right before the swap (the staging collections are never dumped).
-                safety = pre_restore_backup(tenant=who.id, actor=actor, restoring=file)
+                # Who restored what is kept with the backup that precedes it: the safety
+                # backup's manifest holds the restoring actor, its note the restored file.
+                restoring = file if moment is None else f"{file} to {moment_text(ctx, who, moment)}"
+                safety = pre_restore_backup(tenant=who.id, actor=actor, restoring=restoring)
                 logger.info("tenant %s: safety backup %s taken", who.id, safety["file"])
                 lease.check()
                 lost = lost_writes(ctx, who, safety["file"])
@@ -377,6 +380,7 @@ def restore_with_events(
         "tenant": who.id,
         "file": file,
         "safety_backup": safety["file"],
+        "actor": actor,
         "collections": outcome.collections,
         "documents": outcome.documents,
         "at": None if moment is None else moment.moment.isoformat(),

@@ -151,6 +151,7 @@ def tenant_lock(
 
     def on_wait(holder: lease.LeaseInfo, waited: float) -> None:
         logger.info("tenant %s: %s", tenant_id, lease.waiting_message(holder, waited))
+        report_wait(holder, waited)
 
     with lease.tenant_lease(
         ctx.mongo_client,
@@ -225,5 +226,37 @@ def report_progress(done: int, expected: int) -> None:
     for listener in listeners:
         try:
             listener(done, expected)
+        except Exception:  # noqa: S112 - a display problem must not fail a backup
+            continue
+
+
+WaitListener = Callable[["lease.LeaseInfo", float], None]
+"""``listener(holder, waited_seconds)``: an operation of this process waits for ``holder``."""
+
+_wait_listeners: list[WaitListener] = []
+
+
+@contextmanager
+def wait_listener(listener: WaitListener) -> Iterator[None]:
+    """Be told when an operation run in this process waits for a tenant's lease held by
+    another one (at once, then every 10 s): a CLI's "waiting for the restore of acme to
+    finish (12 s)". Process-wide like :func:`progress_listener`; a listener that raises is
+    ignored."""
+    with _listeners_lock:
+        _wait_listeners.append(listener)
+    try:
+        yield
+    finally:
+        with _listeners_lock:
+            _wait_listeners.remove(listener)
+
+
+def report_wait(holder: lease.LeaseInfo, waited: float) -> None:
+    """Tell every registered wait listener who is waited for and how long so far."""
+    with _listeners_lock:
+        listeners = list(_wait_listeners)
+    for listener in listeners:
+        try:
+            listener(holder, waited)
         except Exception:  # noqa: S112 - a display problem must not fail a backup
             continue

@@ -127,6 +127,9 @@ def test_json_records() -> None:
             "note": "n",
             "held": True,
             "verified": {"ok": True, "at": "2026-11-27T06:30:00+05:30"},
+            "consistency": None,
+            "consistent_at": None,
+            "actor": None,
         }
     ]
 

@@ -6,6 +6,16 @@ straight into the sink: nothing is decoded and no more than one server batch (at
 16 MiB) is held at a time. Collections are read one after another; see
 ``docs/decisions.md`` for why not in parallel.
 
+Every batch's reply says the cluster time it answered at (the session's ``operation_time``
+after the batch: a snapshot read's reply carries its ``atClusterTime`` as ``operationTime``).
+The dump checks each against the snapshot's time: a server that answers a later read at a
+later time (SecantusDB does, under concurrent writes) tears the snapshot, and such a dump is
+never labelled ``snapshot`` (``DumpResult.torn``; the range of times in ``read_times``). So
+does a dump that outlives ``snapshot_window`` seconds: the next collection is read in a fresh
+snapshot session rather than one the server may have discarded (``SnapshotTooOld``). A torn
+dump is made consistent by the caller with the change events of its whole read range
+(``mongo/backup_changes.py``), the way ``mongodump --oplog`` makes a dump consistent.
+
 A snapshot covers documents, not the catalog: the collections are listed before the reads
 and again after. A restore that started swapping meanwhile, or by default any difference,
 raises ``SnapshotChanged`` before the archive's last EOF block, so the partial archive never
@@ -17,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -90,6 +101,11 @@ class DumpResult:
     ``atClusterTime``, fixed by the first read), when the dump read in a snapshot session
     that read anything; None otherwise (best-effort, or no collection to read).
     ``plain_bytes``: the bytes of the uncompressed archive written to the sink.
+
+    ``read_times``: the earliest and latest cluster time any read answered at (None when
+    nothing was read in a session). ``torn``: the reads did not all answer at the snapshot's
+    time (or the snapshot was renewed after ``snapshot_window``): ``consistency`` is then
+    "best-effort" and ``cluster_time`` None, whatever the server claimed.
     """
 
     consistency: Literal["snapshot", "best-effort"]
@@ -102,6 +118,8 @@ class DumpResult:
     catalog_changes: list[CatalogChange] = field(default_factory=list)
     cluster_time: tuple[int, int] | None = None
     plain_bytes: int = 0
+    read_times: tuple[tuple[int, int], tuple[int, int]] | None = None
+    torn: bool = False
 
 
 def tool_version() -> str:
@@ -136,26 +154,69 @@ class _SnapshotReads:
     The first read fixes the snapshot's point in time for all later ones. A server that
     refuses snapshot reads (a standalone) refuses that first one, before anything of it was
     written; the reads then go on without a session and the dump is ``best-effort``.
+
+    Every batch's answer time is checked against the snapshot's (``torn``); a session older
+    than ``window`` seconds is replaced by a fresh one before the next collection (also
+    ``torn``: the dump then spans two snapshots).
     """
 
-    def __init__(self, client: MongoClient[Any]) -> None:
-        self.session: ClientSession | None
-        try:
-            self.session = client.start_session(snapshot=True)
-        except PyMongoError:
-            self.session = None
+    def __init__(self, client: MongoClient[Any], window: float | None = None) -> None:
+        self._client = client
+        self._window = window
+        self.session: ClientSession | None = None
+        self._opened = 0.0
+        self._open()
         self.consistency: Literal["snapshot", "best-effort"] = (
             "snapshot" if self.session else "best-effort"
         )
         self._fixed = False
         self.cluster_time: tuple[int, int] | None = None
+        self.torn = False
+        self.earliest: tuple[int, int] | None = None
+        self.latest: tuple[int, int] | None = None
+
+    def _open(self) -> None:
+        try:
+            self.session = self._client.start_session(snapshot=True)
+        except PyMongoError:
+            self.session = None
+        self._opened = time.monotonic()
+
+    def renew_if_old(self) -> None:
+        """Before a collection: a fresh snapshot session when this one outlived the window."""
+        if self.session is None or not self._fixed or self._window is None:
+            return
+        if time.monotonic() - self._opened < self._window:
+            return
+        self.session.end_session()
+        self._open()
+        self._fixed = False
+        self.torn = True
+
+    def _answered(self) -> None:
+        """Record the cluster time the last reply answered at; mark a read off the snapshot."""
+        at = _ts_pair(self.session.operation_time if self.session else None)
+        if at is None:
+            return
+        self.earliest = at if self.earliest is None else min(self.earliest, at)
+        self.latest = at if self.latest is None else max(self.latest, at)
+        fixed = _read_time(self.session)
+        if fixed is not None and at != fixed:
+            self.torn = True
+
+    def _checked(self, batches: Iterator[bytes]) -> Iterator[bytes]:
+        for batch in batches:
+            self._answered()
+            yield batch
 
     def batches(self, coll: Collection[Any]) -> Iterator[bytes]:
         batches: Iterator[bytes] = iter(
             coll.find_raw_batches({}, session=self.session, batch_size=BATCH_DOCUMENTS)
         )
-        if self.session is None or self._fixed:
+        if self.session is None:
             return batches
+        if self._fixed:
+            return self._checked(batches)
         try:
             first = next(batches, None)
         except OperationFailure as exc:
@@ -166,13 +227,24 @@ class _SnapshotReads:
             batches = iter(coll.find_raw_batches({}, batch_size=BATCH_DOCUMENTS))
             first = next(batches, None)
         self._fixed = True
-        self.cluster_time = _read_time(self.session)
+        fixed = _read_time(self.session)
+        if self.cluster_time is None:
+            self.cluster_time = fixed
+        elif fixed is not None and fixed != self.cluster_time:
+            self.torn = True  # a renewed session reads at another time
+        if self.session is not None:
+            self._answered()
+            batches = self._checked(batches)
         return batches if first is None else itertools.chain([first], batches)
 
     def close(self) -> None:
         if self.session is not None:
             self.session.end_session()
             self.session = None
+
+
+def _ts_pair(at: object) -> tuple[int, int] | None:
+    return (at.time, at.inc) if isinstance(at, Timestamp) else None
 
 
 def _read_time(session: ClientSession | None) -> tuple[int, int] | None:
@@ -304,6 +376,7 @@ def dump_database(
     *,
     progress: Callable[[DumpProgress], None] | None = None,
     on_catalog_change: Literal["raise", "record"] = "raise",
+    snapshot_window: float | None = None,
 ) -> DumpResult:
     """Write the uncompressed mongodump archive of every collection and view of ``database``.
 
@@ -322,6 +395,10 @@ def dump_database(
     collection name a restore would refuse, and when a restore of ``database`` was
     interrupted mid-swap (its state is torn). A restore that is only staged is no obstacle:
     staging is never dumped.
+
+    ``snapshot_window``: seconds after which the next collection is read in a fresh snapshot
+    session (keep it below the server's ``minSnapshotHistoryWindowInSeconds``); the dump is
+    then ``torn`` (see the module docstring). None: one session throughout.
     """
     if on_catalog_change not in ("raise", "record"):
         raise ValueError(
@@ -334,7 +411,7 @@ def dump_database(
     metas = list_metadata(db)
     for meta in metas:
         check_collection_name(database, meta.collection, timeseries=meta.type == "timeseries")
-    reads = _SnapshotReads(client)
+    reads = _SnapshotReads(client, snapshot_window)
     writer = ArchiveWriter(sink)
     writer.write_prelude(ArchiveHeader(server_version=version, tool_version=tool_version()), metas)
     stats: list[CollectionStats] = []
@@ -343,6 +420,8 @@ def dump_database(
     try:
         for done, meta in enumerate(metas):
             tally.start(meta.data_collection, done)
+            if meta.type != "view":
+                reads.renew_if_old()
             try:
                 crc = _write_data(db, meta, reads, writer, tally.add)
             except DatabaseError as exc:
@@ -373,8 +452,14 @@ def dump_database(
             recorded = _check_catalog(db, metas, on_catalog_change)
     finally:
         reads.close()
+    snapshot = reads.consistency == "snapshot" and not reads.torn and not recorded
+    read_times = (
+        (reads.earliest, reads.latest)
+        if reads.earliest is not None and reads.latest is not None
+        else None
+    )
     return DumpResult(
-        consistency="best-effort" if recorded else reads.consistency,
+        consistency="snapshot" if snapshot else "best-effort",
         server_version=version,
         collections=stats,
         total_documents=tally.total_documents,
@@ -382,6 +467,8 @@ def dump_database(
         started_at=started,
         finished_at=datetime.now(UTC),
         catalog_changes=recorded,
-        cluster_time=reads.cluster_time if reads.consistency == "snapshot" else None,
+        cluster_time=reads.cluster_time if snapshot else None,
         plain_bytes=writer.bytes_written,
+        read_times=read_times,
+        torn=reads.torn,
     )

@@ -111,6 +111,7 @@ class _State:
     pending_coll: str | None = None
     pending_counts: list[int] = field(default_factory=lambda: [0, 0, 0])  # ins, match, del
     pending_first: int = 0  # event number of the first pending op (for messages)
+    idempotent: bool = False  # the oplog's way: see replay_staged
 
     def new_collection(self, target: str, options: Mapping[str, Any]) -> _Coll:
         if "timeseries" in options:
@@ -309,7 +310,7 @@ def _flush(state: _State) -> None:
             f"{detail[0].get('errmsg', exc)}; the snapshot and the captured changes disagree, "
             "nothing live was changed"
         ) from exc
-    if got != (inserts, matches, deletes):
+    if got != (inserts, matches, deletes) and not state.idempotent:
         raise RestoreVerificationFailed(
             f"replaying changes of {shown(target)} (events from {state.pending_first}) hit "
             f"{got[0]} inserts, {got[1]} updates, {got[2]} deletes where the events name "
@@ -346,13 +347,16 @@ def _crud(state: _State, kind: str, target: str, event: Mapping[str, Any], numbe
             )
         _flush(state)
         state.new_collection(target, {})  # created by its first insert, as on the server
-    if kind == "insert":
+    if kind == "insert" and not state.idempotent:
         _queue(state, target, number, [InsertOne(dict(event["fullDocument"]))], (1, 0, 0))
         return
     key: dict[str, Any] = dict(event["documentKey"])
     ops: list[Any]
-    if kind == "replace":
-        ops, counts = [ReplaceOne(key, dict(event["fullDocument"]))], (0, 1, 0)
+    if kind == "insert":  # idempotent: the document as inserted, whatever is there
+        ops, counts = [ReplaceOne(key, dict(event["fullDocument"]), upsert=True)], (1, 0, 0)
+    elif kind == "replace":
+        upsert = state.idempotent
+        ops, counts = [ReplaceOne(key, dict(event["fullDocument"]), upsert=upsert)], (0, 1, 0)
     elif kind == "delete":
         ops, counts = [DeleteOne(key)], (0, 0, 1)
     else:
@@ -373,6 +377,8 @@ def _ddl(state: _State, kind: str, target: str, event: Mapping[str, Any], number
     _flush(state)
     desc: Mapping[str, Any] = event.get("operationDescription") or {}
     if kind == "create":
+        if state.idempotent and (target in state.colls or target in state.views):
+            return  # the dump read it after it was created
         if target in state.colls or target in state.views:
             raise RestoreVerificationFailed(
                 f"event {number} creates {shown(target)}, which the replayed state already "
@@ -516,6 +522,8 @@ def _rewrite_plan(db: Database[Any], replay: _State, plan: SwapPlan) -> tuple[in
             problems.append(f"{target}: staged collection missing")
             continue
         counted = int(db.command("count", coll.staging)["n"])
+        if replay.idempotent:
+            coll.expected = counted  # a torn dump: counts cannot be predicted
         if counted != coll.expected:
             problems.append(f"{target}: {coll.expected} documents expected, staged {counted}")
         indexes = [
@@ -591,8 +599,16 @@ def replay_staged(
     *,
     after: Timestamp,
     until: Timestamp,
+    idempotent: bool = False,
 ) -> ReplayResult:
     """Apply ``events`` with ``after < clusterTime <= until`` to staged restore ``run``.
+
+    ``idempotent``: the staged copy is a dump whose reads answered at different times
+    between ``after`` and ``until`` (``mongo/backup_changes.py``), so a document may already
+    hold some of the events: each event is applied the way the oplog is applied (an insert
+    or replace is an upsert of the document as written, an update or delete may hit
+    nothing), and no count is predicted. Applying every event after ``after`` in order
+    brings each document to its state at ``until`` whatever state it was read in.
 
     ``after`` is the snapshot's cluster time; ``events`` are the database's change events in
     stream order (duplicates allowed). The journal must say ``staged`` for ``run``; it says so
@@ -609,6 +625,7 @@ def replay_staged(
     last: Timestamp | None = None
     with translated(f"replaying changes into the staged restore of {database!r}"):
         replay, plan, _ = _load_state(db, run)
+        replay.idempotent = idempotent
         claimed = db.get_collection(JOURNAL).update_one(
             {"_id": JOURNAL_ID, "run": run, "state": "staged"}, {"$set": {"state": "replaying"}}
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -55,6 +55,13 @@ class BackupEntry:
     verified: VerificationRecord | None = None
     """Its newest verification (None: never verified). Counts only while ``size_bytes`` is
     the size it had then (:attr:`verification`)."""
+    consistency: str | None = None
+    """From its manifest: "snapshot", "consistent", "best-effort", "unknown"; None: no
+    manifest read (written before manifests, or no key)."""
+    consistent_at: tuple[int, int] | None = None
+    """The cluster time a restore of it yields (its manifest's ``consistent_at``)."""
+    actor: str | None = None
+    """Who asked for it (a manual backup or import; a restore's safety backup)."""
 
     @classmethod
     def from_name(
@@ -129,7 +136,19 @@ def _row(entry: BackupEntry, tzinfo: ZoneInfo) -> dict[str, str]:
         "Note": entry.note or "",
         "Held": HELD_YES if entry.held else "",
         "Verified": verified_text(entry, tzinfo),
+        "Consistency": consistency_text(entry, tzinfo),
+        "Actor": entry.actor or "",
     }
+
+
+def consistency_text(entry: BackupEntry, tzinfo: ZoneInfo) -> str:
+    """``consistent at 2026-11-28 14:31:59 IST`` (the moment a restore yields), or the label."""
+    if entry.consistency is None:
+        return ""
+    if entry.consistent_at is None:
+        return entry.consistency
+    at = datetime.fromtimestamp(entry.consistent_at[0], UTC).astimezone(tzinfo)
+    return f"{entry.consistency} at {at:%Y-%m-%d %H:%M:%S %Z}"
 
 
 def to_artifact_rows(entries: Iterable[BackupEntry], tz: str) -> list[dict[str, str]]:
@@ -162,9 +181,19 @@ def to_json_records(entries: Iterable[BackupEntry], tz: str) -> list[dict[str, o
             "note": e.note,
             "held": e.held,
             "verified": _verified_json(e, tzinfo),
+            "consistency": e.consistency,
+            "consistent_at": _moment_json(e.consistent_at, tzinfo),
+            "actor": e.actor,
         }
         for e in newest_first(entries)
     ]
+
+
+def _moment_json(at: tuple[int, int] | None, tzinfo: ZoneInfo) -> dict[str, object] | None:
+    if at is None:
+        return None
+    local = datetime.fromtimestamp(at[0], UTC).astimezone(tzinfo).isoformat(timespec="seconds")
+    return {"t": at[0], "i": at[1], "at": local}
 
 
 def _verified_json(entry: BackupEntry, tzinfo: ZoneInfo) -> dict[str, object] | None:

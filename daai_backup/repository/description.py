@@ -49,6 +49,13 @@ def header_rows(manifest: Manifest, tz: str) -> list[tuple[str, str]]:
         ("Note", m.note or "-"),
         ("Consistency", consistency),
         ("Cluster time", cluster_time_text(m.cluster_time, tz)),
+        ("Consistent at", cluster_time_text(m.consistent_at, tz)),
+        (
+            "Dump changes",
+            "-"
+            if m.changes is None
+            else f"{m.changes.events:,} change events replayed by a restore",
+        ),
         ("Documents", f"{m.documents:,}"),
         ("Data", human_size(m.data_bytes)),
         ("Archive", human_size(m.plain_bytes) + " uncompressed"),

@@ -53,6 +53,7 @@ the tenant's lease, so no live write of this tenant is under way.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -136,6 +137,7 @@ class _Scan:
     pool: dict[str, ObjectInfo] = field(default_factory=dict)
     legacy_held: dict[str, ObjectInfo] = field(default_factory=dict)
     manifests: dict[str, ObjectInfo] = field(default_factory=dict)
+    changes: dict[str, ObjectInfo] = field(default_factory=dict)
     sidecars: dict[str, ObjectInfo] = field(default_factory=dict)
     held_sidecars: dict[str, ObjectInfo] = field(default_factory=dict)
     holds: dict[str, ObjectInfo] = field(default_factory=dict)
@@ -362,15 +364,27 @@ class BackupFolder:
         for backup in scan.backups:
             legacy = backup in scan.legacy_held
             info = scan.legacy_held[backup] if legacy else scan.pool[backup]
-            entries.append(
-                BackupEntry.from_name(
-                    BackupName.parse(backup),
-                    info.size,
-                    note=notes.get(backup),
-                    held=legacy or backup in scan.holds,
-                    verified=records.get(backup),
-                )
+            listed = BackupEntry.from_name(
+                BackupName.parse(backup),
+                info.size,
+                note=notes.get(backup),
+                held=legacy or backup in scan.holds,
+                verified=records.get(backup),
             )
+            if (summary := summaries.get(backup)) is not None:
+                # Older manifests: a snapshot is consistent at its cluster time.
+                at = summary.get("consistent_at") or (
+                    summary.get("cluster_time")
+                    if summary.get("consistency") == "snapshot"
+                    else None
+                )
+                listed = dataclasses.replace(
+                    listed,
+                    consistency=summary.get("consistency"),
+                    consistent_at=(int(at[0]), int(at[1])) if at else None,
+                    actor=summary.get("actor"),
+                )
+            entries.append(listed)
         return FolderListing(
             entries=newest_first(entries),
             strays=sorted(strays, key=lambda s: s.name),
@@ -460,6 +474,19 @@ class BackupFolder:
             raise self._not_found(filename)
         put_bytes(self._storage, self._manifest_key(filename), sealed)
 
+    def put_changes(self, filename: str, sealed: bytes) -> None:
+        """Store the sealed change events of an existing backup's dump (``<file>.changes``).
+
+        Written after its backup and before its manifest, deleted with it (:meth:`delete`).
+        """
+        if not any(self._exists(self._key(filename, held)) for held in (False, True)):
+            raise self._not_found(filename)
+        put_bytes(self._storage, join_key(self._pool, layout.changes_name(filename)), sealed)
+
+    def open_changes(self, filename: str) -> BinaryIO:
+        """The sealed change events of a backup's dump; ``ObjectNotFound`` if it has none."""
+        return self._storage.open_read(join_key(self._pool, layout.changes_name(filename)))
+
     def open_manifest(self, filename: str) -> BinaryIO:
         """The sealed manifest object of a backup; ``ObjectNotFound`` if it has none."""
         return self._storage.open_read(self._manifest_key(filename))
@@ -524,6 +551,7 @@ class BackupFolder:
         self._storage.delete(key)
         self._storage.delete(self._sidecar(key))
         self._storage.delete(self._manifest_key(name))
+        self._storage.delete(join_key(self._pool, layout.changes_name(name)))
         for record in self._record_keys(name):
             self._storage.delete(record)
 
@@ -679,6 +707,11 @@ class BackupFolder:
             "manifest",
             existing,
         )
+        add(
+            ((layout.changes_name(b), b, i.size) for b, i in scan.changes.items()),
+            "change events",
+            existing,
+        )
         add(((layout.hold_name(b), b, i.size) for b, i in scan.holds.items()), "hold", existing)
         add(
             ((n, b, size) for b, rs in scan.records.items() for n, _, size in rs),
@@ -761,6 +794,7 @@ class BackupFolder:
                     Kind.BACKUP: scan.pool,
                     Kind.LEGACY_HELD: scan.legacy_held,
                     Kind.MANIFEST: scan.manifests,
+                    Kind.CHANGES: scan.changes,
                     Kind.SIDECAR: scan.sidecars,
                     Kind.LEGACY_HELD_SIDECAR: scan.held_sidecars,
                     Kind.HOLD: scan.holds,

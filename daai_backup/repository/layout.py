@@ -7,6 +7,7 @@ legacy ``.gz``)::
 
     <backup>                                   a backup (the retention pool; never moves)
     <backup>.manifest                          its manifest (DBK1, content type 2)
+    <backup>.changes                           the change events of its dump (DBK1, type 3)
     index.enc                                  the listing index (DBK1, content type 4)
     holds/<backup>.hold                        a hold marker: the backup is held
     verified/<backup>.<YYYYMMDDTHHMMSSZ>.<size>.ok    a verification that passed (empty)
@@ -34,6 +35,7 @@ from daai_backup.repository.names import BackupName
 BACKUPS_DIR: Final = "db-backups"
 INDEX_NAME: Final = "index.enc"
 MANIFEST_SUFFIX: Final = ".manifest"
+CHANGES_SUFFIX: Final = ".changes"
 SIDECAR_SUFFIX: Final = ".meta.json"
 HOLDS_DIR: Final = "holds"
 HOLD_SUFFIX: Final = ".hold"
@@ -52,6 +54,7 @@ class Kind(Enum):
 
     BACKUP = "backup"
     MANIFEST = "manifest"
+    CHANGES = "change events of a backup's dump"
     INDEX = "listing index"
     HOLD = "hold marker"
     RECORD = "verification record"
@@ -93,6 +96,8 @@ def classify(name: str) -> Classified:
             found = (Kind.BACKUP, file)
         elif (file := _strip(base, MANIFEST_SUFFIX)) is not None:
             found = (Kind.MANIFEST, file)
+        elif (file := _strip(base, CHANGES_SUFFIX)) is not None:
+            found = (Kind.CHANGES, file)
         elif (file := _strip(base, SIDECAR_SUFFIX)) is not None:
             found = (Kind.SIDECAR, file)
     elif place == HOLDS_DIR:
@@ -113,6 +118,10 @@ def classify(name: str) -> Classified:
 
 def manifest_name(backup: str) -> str:
     return BackupName.parse(backup).filename + MANIFEST_SUFFIX
+
+
+def changes_name(backup: str) -> str:
+    return BackupName.parse(backup).filename + CHANGES_SUFFIX
 
 
 def hold_name(backup: str) -> str:
@@ -153,6 +162,7 @@ __all__ = [
     "INDEX_NAME",
     "Classified",
     "Kind",
+    "changes_name",
     "classify",
     "hold_name",
     "legacy_held_name",

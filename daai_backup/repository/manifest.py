@@ -37,6 +37,12 @@ at (null for a best-effort dump, a rebuilt manifest and an import). ``consistenc
 saying). ``source`` "archive" covers both a manifest rebuilt from an older backup and one of an
 imported archive (label ``imported``). Both sources give the same namespace facts for the
 same archive (``repository.archive_facts``): that is what ``verify`` compares.
+Optional keys (written since consistent backups, absent in older manifests, read as null):
+``consistent_at`` ``{"t", "i"}``, the cluster time a restore of the backup yields: the
+snapshot's time for a ``snapshot`` without changes, else the end of the dump, whose change
+events up to it are stored beside the backup (``consistency`` "consistent"); ``changes``
+``{"after": {"t", "i"}, "events": n, "checksum": "<16 hex>"}`` describes that
+``<file>.changes`` object (null: none).
 ``crc64`` is the signed CRC-64/XZ the archive's EOF block holds for the namespace (0 for a
 view). ``plain_bytes`` is the size of the uncompressed mongodump archive, ``data_bytes`` the
 BSON bytes of its documents, ``stored_bytes`` the size of the backup object.
@@ -125,6 +131,41 @@ class NamespaceFacts:
 
 
 @dataclass(frozen=True)
+class ChangesFacts:
+    """The change events stored beside a backup (``<file>.changes``): what a restore replays.
+
+    ``after``: the position noted before the dump (events after it); ``events``: how many;
+    ``checksum``: the first 16 hex digits of the SHA-256 of their BSON, one after another.
+    """
+
+    after: tuple[int, int]
+    events: int
+    checksum: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "after": dict(zip("ti", self.after, strict=True)),
+            **{"events": self.events, "checksum": self.checksum},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ChangesFacts:
+        return cls(
+            after=(int(data["after"]["t"]), int(data["after"]["i"])),
+            events=int(data["events"]),
+            checksum=str(data["checksum"]),
+        )
+
+
+def _ts_json(ts: tuple[int, int] | None) -> dict[str, int] | None:
+    return None if ts is None else dict(zip("ti", ts, strict=True))
+
+
+def _ts_parse(data: Any) -> tuple[int, int] | None:
+    return None if data is None else (int(data["t"]), int(data["i"]))
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What one backup holds (schema version 1; see the module docstring)."""
 
@@ -146,6 +187,8 @@ class Manifest:
     catalog_changes: tuple[str, ...] = ()
     namespaces: tuple[NamespaceFacts, ...] = field(default_factory=tuple)
     schema: int = SCHEMA
+    consistent_at: tuple[int, int] | None = None
+    changes: ChangesFacts | None = None
 
     def __post_init__(self) -> None:
         if self.taken_at.tzinfo is None:
@@ -167,6 +210,8 @@ class Manifest:
             None if self.cluster_time is None else dict(zip("ti", self.cluster_time, strict=True))
         )
         data["catalog_changes"] = list(self.catalog_changes)
+        data["consistent_at"] = _ts_json(self.consistent_at)
+        data["changes"] = None if self.changes is None else self.changes.to_json()
         data["namespaces"] = [{**asdict(n), "indexes": list(n.indexes)} for n in self.namespaces]
         return data
 
@@ -201,6 +246,11 @@ class Manifest:
                 source=cast(Literal["backup", "archive"], source),
                 catalog_changes=tuple(str(c) for c in data["catalog_changes"]),
                 namespaces=tuple(NamespaceFacts.from_json(n) for n in data["namespaces"]),
+                # Optional keys (added with consistent backups): absent in older manifests.
+                consistent_at=_ts_parse(data.get("consistent_at")),
+                changes=(
+                    None if data.get("changes") is None else ChangesFacts.from_json(data["changes"])
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArchiveCorrupt(f"manifest is malformed ({exc}); rebuild it with verify") from exc
@@ -217,6 +267,7 @@ class Manifest:
             "data_bytes": self.data_bytes,
             "consistency": self.consistency,
             "cluster_time": None if self.cluster_time is None else list(self.cluster_time),
+            "consistent_at": None if self.consistent_at is None else list(self.consistent_at),
             "namespaces": len(self.namespaces),
         }
 

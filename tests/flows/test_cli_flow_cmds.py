@@ -131,3 +131,40 @@ def test_runs_started_from_the_cli_belong_to_the_tenants_deployment(
     finally:
         with get_client(sync_client=True) as client:
             client.delete_deployment(deployment_id)
+
+
+def test_a_backup_waiting_for_a_restore_says_so(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
+) -> None:
+    """Say when waiting: the command prints what it waits for and for how long, not a
+    silent minute."""
+    import threading
+    import time
+
+    from flowkit import HeldLease
+
+    seed(mongo_client, mongo_db_name, docs=3)
+    tid = flow_env.add_tenant(mongo_db_name)
+    from tasks.common import wait_listener
+
+    holder = HeldLease(flow_env.mongo_uri, tid, "restore", detail="manual_x.gz.enc")
+    waiting = threading.Event()
+
+    def release_soon() -> None:  # once the backup waits (starting Prefect takes a while)
+        waiting.wait(60)
+        time.sleep(1.5)
+        holder.release()
+
+    releaser = threading.Thread(target=release_soon, daemon=True)
+    releaser.start()
+    try:
+        with wait_listener(lambda holder, waited: waiting.set()):
+            made = _cli("backup", "--tenant", tid, "--actor", OWNER)
+    finally:
+        waiting.set()
+        releaser.join(10)
+    assert made.exit_code == 0, made.output
+    said = [line for line in made.output.splitlines() if line.startswith("waiting for ")]
+    assert said, made.output
+    assert said[0] == f"waiting for the restore of {tid} to finish (0 s)"
+    assert files_of(flow_env, tid) == [made.stdout.strip().splitlines()[-1]]

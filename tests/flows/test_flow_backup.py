@@ -74,6 +74,23 @@ def test_missing_key_fails_at_once_with_a_banner(
     assert files_of(flow_env, tid) == []
 
 
+def test_the_key_missing_banner_is_replaced_once_backups_succeed(
+    flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str, monkeypatch: Any
+) -> None:
+    import os
+
+    seed(mongo_client, mongo_db_name, docs=5)
+    tid = flow_env.add_tenant(mongo_db_name)
+    key = os.environ["BACKUP_ENCRYPTION_KEY"]
+    flow_env.remove_key()
+    assert backup(tenant=tid, actor=OWNER, return_state=True).is_failed()
+    assert str(artifact(f"backup-key-missing-{tid}").data).startswith("## ⚠️")
+    monkeypatch.setenv("BACKUP_ENCRYPTION_KEY", key)
+    assert backup(tenant=tid, actor=OWNER, return_state=True).is_completed()
+    banner = artifact(f"backup-key-missing-{tid}")
+    assert str(banner.data).startswith("## ✅")
+
+
 def test_manual_backup_needs_create_permission(
     flow_env: FlowEnv, mongo_client: Any, mongo_db_name: str
 ) -> None:

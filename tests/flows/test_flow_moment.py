@@ -65,7 +65,19 @@ def test_restore_flow_to_a_moment(
     assert said is not None
     assert said.startswith("recoverable: any second from ")
     assert f"{moment:%Y-%m-%d %H:%M:%S}" < said.split(" to ")[-1]  # the moment is inside
-    _, _, description = backup_list_artifact(ctx, who, operations.list_backups(ctx, who))
+    _, rows, description = backup_list_artifact(ctx, who, operations.list_backups(ctx, who))
     assert f"Point in time: {said}." in description
+
+    # Who restored what is kept with the safety backup: its actor, its note, in the list
+    # artifact and in describe; and in the run's result.
+    assert result["actor"] == OWNER
+    (row,) = [r for r in rows if r["File"] == result["safety_backup"]]
+    assert row["Actor"] == OWNER
+    assert row["Note"] == f"before restoring {backup} to {moment:%Y-%m-%d %H:%M:%S} UTC"
+    from daai_backup.repository.description import header_rows
+
+    described = dict(header_rows(operations.manifest_of(ctx, who, result["safety_backup"]), "UTC"))
+    assert described["Actor"] == OWNER
+    assert backup in described["Note"]
     ctx.close()
     mongo_client.drop_database(control)
