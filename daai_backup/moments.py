@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 from zoneinfo import ZoneInfo
 
@@ -27,7 +27,6 @@ from bson.timestamp import Timestamp
 
 from daai_backup.errors import MomentInvalid, MomentNotCovered
 from daai_backup.format.keys import Keyring
-from daai_backup.policy.schedule_times import localize
 from daai_backup.repository.catalog import zone
 from daai_backup.repository.folder import BackupFolder
 
@@ -80,8 +79,11 @@ def parse_moment(text: str, tz: str) -> datetime:
     """A moment's text to an aware time: ``2026-11-28 14:31:59`` in ``tz``; an offset
     (``+05:30``, ``Z``) or a trailing zone name (``UTC``, ``Europe/Berlin``) overrides it.
 
-    Whole seconds only. A wall time a DST switch skips takes the offset after the switch, a
-    repeated one its first occurrence (as the schedules read them).
+    Whole seconds only. A wall time a DST switch skips takes the offset after the switch. A
+    wall time the switch repeats (02:30 twice on the night clocks go back) is refused: it
+    names two moments an hour apart, and a restore to the wrong one is a full restore of
+    the live workspace; the message gives both with their offsets to pick from. Moments
+    outside what a cluster time can hold (1970 to 2106) are refused too.
     """
     raw = text.strip()
     where: ZoneInfo = zone(tz)
@@ -99,8 +101,39 @@ def parse_moment(text: str, tz: str) -> datetime:
     if wall.microsecond:
         raise MomentInvalid(f"{text!r}: a moment is a whole second; leave out the fraction")
     if wall.tzinfo is None:
-        return localize(wall, where)
+        wall = _one_moment(text, wall, where)
+    if not _EARLIEST <= wall <= _LATEST:
+        raise MomentInvalid(
+            f"{text!r} is outside the times a backup can reach (1970 to 2106): check the year"
+        )
     return wall
+
+
+def _offset(moment: datetime) -> str:
+    minutes = int((moment.utcoffset() or timedelta(0)).total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"{moment:%Y-%m-%d %H:%M:%S}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _one_moment(text: str, wall: datetime, where: ZoneInfo) -> datetime:
+    """The one instant a wall time names in ``where``; refuses a time the zone skips or
+    repeats at a DST switch, naming what to write instead."""
+    first, second = wall.replace(tzinfo=where, fold=0), wall.replace(tzinfo=where, fold=1)
+    if first.astimezone(UTC).astimezone(where).replace(tzinfo=None) != wall:
+        raise MomentInvalid(
+            f"{text!r} does not exist in {where.key} (clocks jump forward that night): "
+            "pick a second before or after the jump"
+        )
+    if first.utcoffset() != second.utcoffset():
+        raise MomentInvalid(
+            f"{text!r} happens twice in {where.key} (clocks go back that night): say which "
+            f"with an offset, {_offset(first)} or {_offset(second)}"
+        )
+    return first
+
+
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2106, 2, 7, 6, 28, 15, tzinfo=UTC)  # the last second of a uint32 time
 
 
 def moment_timestamp(moment: datetime) -> Timestamp:

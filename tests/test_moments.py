@@ -134,3 +134,18 @@ def test_snapshot_choice_and_recoverable_ranges() -> None:
     for refused in (Timestamp(99, 0), Timestamp(350, 0), Timestamp(501, 0)):
         with pytest.raises(MomentNotCovered, match="any second from"):
             choose(snaps, coverage, refused)
+
+
+def test_a_moment_that_names_two_instants_or_none_is_refused() -> None:
+    """02:30 on the night Berlin's clocks go back happens twice: a restore to the wrong one
+    is a full restore an hour off, so the text must say which (with an offset)."""
+    with pytest.raises(MomentInvalid, match=r"happens twice .*\+02:00 or .*\+01:00"):
+        parse_moment("2026-10-25 02:30:00", "Europe/Berlin")
+    assert parse_moment("2026-10-25 02:30:00+01:00", "Europe/Berlin") == datetime(
+        2026, 10, 25, 1, 30, tzinfo=UTC
+    )
+    with pytest.raises(MomentInvalid, match="does not exist in Europe/Berlin"):
+        parse_moment("2026-03-29 02:30:00", "Europe/Berlin")
+    for text in ("1960-01-01 00:00:00", "9999-12-31 23:59:59"):
+        with pytest.raises(MomentInvalid, match="outside the times a backup can reach"):
+            parse_moment(text, "UTC")

@@ -41,7 +41,6 @@ from bson.timestamp import Timestamp
 from daai_backup.capture.segments import covered_range, open_segment
 from daai_backup.errors import ChangesNotCovered
 from daai_backup.moments import END_OF_SECOND
-from daai_backup.policy.schedule_times import localize
 from daai_backup.repository.catalog import zone
 
 if TYPE_CHECKING:
@@ -252,8 +251,12 @@ def moment_text(moment: datetime) -> str:
     with the offset (``+01:00``) when that wall time is ambiguous there (a DST repeat)."""
     wall = f"{moment:%Y-%m-%d %H:%M:%S}"
     if isinstance(moment.tzinfo, ZoneInfo):
-        plain = localize(moment.replace(tzinfo=None), moment.tzinfo)  # how --at reads it
-        if plain.timestamp() != moment.timestamp():
+        plain = moment.replace(tzinfo=None)
+        twice = (
+            plain.replace(tzinfo=moment.tzinfo, fold=0).utcoffset()
+            != plain.replace(tzinfo=moment.tzinfo, fold=1).utcoffset()
+        )
+        if twice:  # --at refuses such a wall time without its offset
             offset = moment.strftime("%z")
             return f"{wall}{offset[:3]}:{offset[3:]}"
     return wall
