@@ -58,7 +58,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
 from daai_backup.errors import (
@@ -91,6 +91,8 @@ logger = logging.getLogger(__name__)
 
 SIDECAR_SUFFIX = layout.SIDECAR_SUFFIX
 SIDE_FILE_LIMIT = 64 * 1024
+#: A verification record dated further ahead than this is not believed (see ``_scan``).
+RECORD_CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -629,9 +631,14 @@ class BackupFolder:
             if key == new_key:
                 continue
             other = VerificationRecord.from_name(key[len(base) :])
-            # Legacy, or superseded: this record was written last, so it wins over any of
-            # the same second too (a repaired backup verified ok right after a bad result).
-            if other is None or other.verified_at <= record.verified_at:
+            # Legacy, superseded (an older result, or one of the same second: this one was
+            # written last), or dated ahead by a skewed clock (never believed, see _scan).
+            # A newer result is kept: a slow verify finishing late never wins over it.
+            if (
+                other is None
+                or other.verified_at <= record.verified_at
+                or other.verified_at > (datetime.now(UTC) + RECORD_CLOCK_SKEW)
+            ):
                 self._storage.delete(key)
 
     def verifications(self, *, with_errors: bool = False) -> dict[str, VerificationRecord]:
@@ -777,6 +784,7 @@ class BackupFolder:
         """One listing of the tenant's ``db-backups`` folder, sorted by kind."""
         base = self._pool + "/"
         scan = _Scan()
+        future = datetime.now(UTC) + RECORD_CLOCK_SKEW
         for info in self._storage.list(base):
             rel = info.key[len(base) :]
             found = layout.classify(rel)
@@ -788,6 +796,12 @@ class BackupFolder:
             elif found.kind is Kind.RECORD:
                 record = VerificationRecord.from_name(rel)
                 assert record is not None
+                if record.verified_at > future:
+                    # A record dated ahead (a skewed clock, a hand-made name) would outrank
+                    # every real verification for as long as it is ahead: never counted,
+                    # reported (doctor) instead.
+                    scan.unknown.append((rel, info.size))
+                    continue
                 scan.records.setdefault(backup, []).append((rel, record, info.size))
             else:
                 place = {

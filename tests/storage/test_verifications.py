@@ -145,3 +145,21 @@ def test_the_record_itself() -> None:
     for bad in (b"[]", b'{"file": "f"}', b'{"file": "f", "verified_at": "x", "ok": 1}'):
         with pytest.raises(ValueError, match="a verification record"):
             VerificationRecord.from_json(bad)
+
+
+def test_a_record_dated_ahead_is_not_believed_and_the_last_written_wins(
+    default_url: str, endpoint: str | None
+) -> None:
+    """A verify host whose clock runs a day ahead wrote "ok": that record must not outrank
+    the bad result verify finds today (retention would keep deleting older backups on it)."""
+    folder = _folder(default_url, endpoint)
+    file = _write(folder)
+    now = datetime.now(UTC).replace(microsecond=0)
+    folder.record_verification(
+        file, VerificationRecord(file, now + timedelta(days=1), True, None, 4)
+    )
+    assert file not in folder.verifications()  # dated ahead: not counted...
+    assert any("verified/" in s.name for s in folder.listing().strays)  # ...but reported
+    folder.record_verification(file, VerificationRecord(file, now, False, "archive corrupt", 4))
+    assert not folder.verifications()[file].ok
+    assert not [s for s in folder.listing().strays if "verified/" in s.name]  # superseded
