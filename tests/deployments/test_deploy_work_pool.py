@@ -112,16 +112,19 @@ def test_two_workers_run_several_tenants(
                 run_ids.append(run.id)
             deadline = time.monotonic() + 150
             states: dict[UUID, str] = {}
+            messages: dict[UUID, str] = {}  # why a run is not completed (first in the report)
             while time.monotonic() < deadline:
                 states = {}
                 for run_id in run_ids:
                     state = client.read_flow_run(run_id).state
                     states[run_id] = state.type.value if state is not None else "?"
+                    if state is not None and state.type.value != "COMPLETED":
+                        messages[run_id] = f"{state.name}: {state.message}"
                 if all(s in ("COMPLETED", "FAILED", "CRASHED") for s in states.values()):
                     break
                 time.sleep(1)
         logs = {p.name: p.read_text(errors="replace")[-3000:] for p in tmp_path.glob("*.log")}
-        assert set(states.values()) == {"COMPLETED"}, (states, logs)
+        assert set(states.values()) == {"COMPLETED"}, (messages, states, logs)
         for tenant in TENANTS:
             files = list((tmp_path / "storage" / tenant / "db-backups").glob("manual_*.gz.enc"))
             assert len(files) == 1, tenant
