@@ -194,7 +194,8 @@ class ManifestMismatch(ArchiveCorrupt):
     """A backup's manifest cannot be read as its own, or disagrees with what the backup holds.
 
     A subclass of ArchiveCorrupt: the backup and its manifest do not belong together (one of
-    them was altered, replaced or swapped), so verify marks the backup bad.
+    them was altered, replaced or swapped). Verify reports it but records nothing about the
+    backup: the manifest is what is in doubt (delete it and verify again to rebuild it).
     """
 
 

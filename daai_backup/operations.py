@@ -39,6 +39,7 @@ from daai_backup.errors import (
     DatabaseError,
     KeyMissing,
     LeaseError,
+    ManifestMismatch,
     MomentNotCovered,
     NotAnArchive,
     ObjectNotFound,
@@ -1141,8 +1142,9 @@ def verify_backup(
 
     With ``record`` the result is kept beside the backup (:meth:`BackupFolder.
     record_verification`) for retention and the lists: good, or bad with the reason when
-    the file itself is bad (:data:`BAD_FILE_ERRORS`); a key or storage problem records
-    nothing, since it says nothing about the file. A record that cannot be written is
+    the file itself is bad (:data:`BAD_FILE_ERRORS`); a key or storage problem, or a
+    manifest that does not belong to the backup, records nothing, since it says nothing
+    about the backup file. A record that cannot be written is
     logged, never a reason to fail the verification.
     """
     started = time.monotonic()
@@ -1154,6 +1156,11 @@ def verify_backup(
             _store_manifest_quietly(ctx, tenant, actual)
         else:
             _check_manifest(stored, actual)
+    except ManifestMismatch:
+        # The manifest, not the backup, is in doubt (an archive that reads whole is
+        # authenticated): nothing is recorded, so retention goes on judging the backup by
+        # its last verification; the message says to delete the manifest and verify again.
+        raise
     except BAD_FILE_ERRORS as exc:
         if record:
             _record_verification(ctx, tenant, entry, error=str(exc))
