@@ -274,6 +274,10 @@ def test_import_refuses_a_truncated_archive_and_an_actor_without_create(
             import_archive(ctx, tenant, io.BytesIO(cut), actor="ops", what="cut.archive")
     with pytest.raises(PermissionDenied):
         import_archive(ctx, tenant, io.BytesIO(plain), actor="intruder")
+    # An archive without a single collection would, restored, empty the workspace.
+    empty = _dump(mongo_client, mongo_db_name + "_nothing", compress=False)
+    with pytest.raises(NotAnArchive, match="holds no collection or view"):
+        import_archive(ctx, tenant, io.BytesIO(empty), actor="ops", what="empty.archive")
     assert _files(local_storage_url) == {}
 
 

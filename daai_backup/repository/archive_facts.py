@@ -177,7 +177,13 @@ _FIELDS: Iterable[str] = ("kind", "documents", "data_bytes", "crc64", "indexes",
 
 
 def check_one_database(facts: ArchiveFacts, what: str) -> None:
-    """Refuse an archive of several databases: a tenant backup holds one."""
+    """Refuse an archive of several databases (a tenant backup holds one), or of none: an
+    archive without a single collection or view would, restored, empty the workspace."""
+    if not facts.namespaces:
+        raise ArchiveCorrupt(
+            f"{what} holds no collection or view: nothing to import (restored, it would "
+            "empty the workspace); check that the dump named the right database"
+        )
     if len(facts.databases) > 1:
         raise ArchiveCorrupt(
             f"{what} holds several databases ({', '.join(sorted(facts.databases))}): dump one "
