@@ -218,6 +218,21 @@ def estimate_backup_bytes(ctx: EngineContext, tenant: Tenant) -> int:
     return int(float(stats.get("dataSize", 0)) * FIRST_BACKUP_SIZE_RATIO)
 
 
+def _refuse_a_copy_as_live(ctx: EngineContext, tenant: Tenant) -> None:
+    """A tenant onboarded onto a database that holds a restore copy (made before the tenant
+    was registered) would back up another tenant's data as its own: refuse, naming whose
+    copy it is and what to do."""
+    from daai_backup.mongo.copies import read_copy
+
+    copy = read_copy(ctx.mongo_client, tenant.database)
+    if copy is not None:
+        raise CopyRefused(
+            f"database {tenant.database!r} of tenant {tenant.id!r} holds a restore copy made "
+            f"for tenant {copy.tenant!r}, not {tenant.id}'s own data: give tenant "
+            f"{tenant.id} another database in the registry, then drop the copy"
+        )
+
+
 def preflight_backup(
     ctx: EngineContext,
     tenant: Tenant,
@@ -245,6 +260,7 @@ def preflight_backup(
     elif row.scheduled:
         policy.scheduled_frequency(label, tenant.environment)
     validate_note(note)
+    _refuse_a_copy_as_live(ctx, tenant)
     expected = estimate_backup_bytes(ctx, tenant)
     if label != policy.PRE_RESTORE:
         report = quota_report(ctx, tenant)

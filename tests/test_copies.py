@@ -251,3 +251,24 @@ def test_a_killed_load_is_listed_incomplete_and_swept(
     assert [c.database for c in drop_expired_copies(ctx)] == [into]
     assert into not in mongo_client.list_database_names()
     ctx.close()
+
+
+def test_a_tenant_onboarded_onto_a_copy_is_not_backed_up_as_its_own(
+    mongo_client: Any, mongo_uri: str, mongo_db_name: str, names: list[str]
+) -> None:
+    """alpha's copy named gamma_db, then tenant gamma registered with database gamma_db:
+    gamma's backups must not take alpha's data for gamma's (one line, whose copy it is)."""
+    from daai_backup.operations import preflight_backup
+
+    _seed(mongo_client, mongo_db_name)
+    storage = f"memory://copies-{uuid.uuid4().hex[:8]}"
+    ctx = _ctx(mongo_uri, storage, {"alpha": mongo_db_name})
+    alpha = ctx.tenant("alpha")
+    file = backup_tenant(ctx, alpha, "manual").entry.file
+    target = _name(names, "gamma")
+    restore_copy(ctx, alpha, file, target, actor=OPS)
+
+    later = _ctx(mongo_uri, storage, {"alpha": mongo_db_name, "gamma": target})
+    with pytest.raises(CopyRefused, match="holds a restore copy made for tenant 'alpha'") as no:
+        preflight_backup(later, later.tenant("gamma"), "manual", actor=OPS)
+    assert "\n" not in str(no.value)
