@@ -76,6 +76,7 @@ if TYPE_CHECKING:
     from daai_backup.moments import ChangeSource, MomentPlan, Snapshot
     from daai_backup.mongo import CatalogChange, DumpResult
     from daai_backup.mongo.copies import CopyInfo
+    from daai_backup.rekey import KeyCensus, RekeyOutcome
     from daai_backup.repository.archive_facts import ArchiveFacts
 
 logger = logging.getLogger(__name__)
@@ -1639,3 +1640,45 @@ __all__ = [
     "verification_status",
     "verify_backup",
 ]
+
+
+# --- Key rotation: rekey, and which keys files still need --------------------------------
+
+
+def rekey_tenant(
+    ctx: EngineContext, tenant: Tenant, progress: Callable[[int, int], None] | None = None
+) -> RekeyOutcome:
+    """Re-encrypt the tenant's objects made under previous keys to the current key.
+
+    Under the tenant's lease, so no backup, restore or retention of the tenant races it.
+    Resumable: a re-run skips what is already under the current key (:mod:`daai_backup.rekey`).
+    ``progress(objects_done, objects_total)`` is called after each object.
+    """
+    from daai_backup.rekey import rekey_folder
+
+    keyring = ctx.settings.keyring
+    keyring.require_current()
+    with ctx.exclusive(tenant, "rekey") as lease:
+        lease.check()
+        return rekey_folder(ctx.folder(tenant), keyring, tenant.id, progress=progress)
+
+
+def key_census(ctx: EngineContext, tenant: Tenant) -> KeyCensus:
+    """How many of the tenant's encrypted files need each key (one header read per file)."""
+    from daai_backup.rekey import census
+
+    return census(ctx.folder(tenant), tenant.id)
+
+
+def retire_problem(censuses: Sequence[KeyCensus], fingerprint: str) -> str | None:
+    """The one line refusing to drop the key ``fingerprint`` while files still need it."""
+    needing = {c.tenant_id: c.by_key.get(fingerprint, 0) for c in censuses}
+    needing = {t: n for t, n in needing.items() if n}
+    if not needing:
+        return None
+    total = sum(needing.values())
+    tenants = ", ".join(f"{t} ({n})" for t, n in sorted(needing.items()))
+    return (
+        f"key {fingerprint} cannot be retired: {total} file(s) still need it, in tenant(s) "
+        f"{tenants}; run `daai-backup rekey --all` first"
+    )
