@@ -64,7 +64,19 @@ BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY, FLEET, CAPTURE = (
     "capture",
 )
 DIFF: Final = "diff"
-ROLES: Final = (BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY, FLEET, DIFF, CAPTURE)
+REKEY: Final = "rekey"
+ROLES: Final = (
+    BACKUP,
+    RESTORE,
+    RETENTION,
+    RETENTION_SWEEP,
+    SYNC,
+    VERIFY,
+    FLEET,
+    DIFF,
+    CAPTURE,
+    REKEY,
+)
 
 FLOW_OBJECTS: Final[dict[str, str]] = {
     BACKUP: "flows.backup:backup",
@@ -76,6 +88,7 @@ FLOW_OBJECTS: Final[dict[str, str]] = {
     FLEET: "flows.fleet:fleet",
     DIFF: "flows.inspect:diff",
     CAPTURE: "flows.capture:capture",
+    REKEY: "flows.rekey:rekey",
 }
 """Where each role's flow object lives (``module:attribute``)."""
 
@@ -248,6 +261,17 @@ def operation_specs(settings: Settings, *, work_pool: str | None) -> list[Deploy
             description=(
                 "Continuous change capture of the cluster (point-in-time restore): bounded "
                 "runs back to back, never two at once; gaps start fresh backups and post."
+            ),
+            concurrency_limit=1,
+        ),
+        DeploymentSpec(
+            role=REKEY,
+            name=REKEY,
+            tags=(MANAGED_TAG, "operation:rekey"),
+            description=(
+                "After a key rotation: re-encrypt every file made under a previous key to the "
+                "current key (tenant, or all_tenants), each verified before it replaces the "
+                "old one; resumable."
             ),
             concurrency_limit=1,
         ),
