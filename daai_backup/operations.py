@@ -1270,11 +1270,49 @@ def tenant_facts(ctx: EngineContext, tenant: Tenant) -> TenantFacts:
     usage = QuotaReport.from_quota_mb(
         max(0, used - safety), tenant.storage_quota_mb, outside_quota_bytes=safety
     )
+    keys: dict[str, int] = {}
+    for entry in entries:
+        if entry.encrypted:
+            found = listing.summaries.get(entry.file, {}).get("key_fingerprint")
+            fingerprint = found if isinstance(found, str) else "unknown"
+            keys[fingerprint] = keys.get(fingerprint, 0) + 1
     return TenantFacts(
         entries=tuple(entries),
         known_bad=status.bad,
         usage=usage,
         strays=tuple(s.describe() for s in listing.strays),
+        keys=keys,
+    )
+
+
+def keys_note(ctx: EngineContext, facts: Mapping[str, TenantFacts]) -> str | None:
+    """One line for the fleet view: backups per key fingerprint, and where old keys are still
+    needed (None when every backup is under the current key). Counts backups from the listing
+    index, no extra request; ``daai-backup doctor --keys`` counts every encrypted file."""
+    totals: dict[str, int] = {}
+    tenants: dict[str, set[str]] = {}
+    for tid, fact in facts.items():
+        for fingerprint, count in fact.keys.items():
+            totals[fingerprint] = totals.get(fingerprint, 0) + count
+            tenants.setdefault(fingerprint, set()).add(tid)
+    try:
+        current = ctx.settings.keyring.current
+    except DaaiBackupError:
+        current = None
+    current_fp = current.fingerprint if current is not None else None
+    if not any(fp != current_fp for fp in totals):
+        return None  # nothing to act on
+    parts = []
+    for fingerprint, count in sorted(totals.items(), key=lambda kv: (kv[0] != current_fp, kv[0])):
+        if fingerprint == current_fp:
+            parts.append(f"{fingerprint} (current): {count}")
+        else:
+            where = ", ".join(sorted(tenants[fingerprint]))
+            parts.append(f"{fingerprint}: {count} in {where}")
+    return (
+        "backups per key: "
+        + "; ".join(parts)
+        + "; run `daai-backup rekey --all` before retiring an old key"
     )
 
 
@@ -1326,6 +1364,8 @@ def fleet_view(
         capture_lag=capture_lag,
         capture_target_s=ctx.settings.capture_max_lag_seconds,
     )
+    if (keys := keys_note(ctx, facts)) is not None:
+        notes.append(keys)
     return FleetView(table=table, now=now, notes=notes, facts=facts)
 
 

@@ -18,6 +18,7 @@ from daai_backup.format.keys import Keyring, parse_master_key
 from daai_backup.operations import (
     EngineContext,
     backup_tenant,
+    fleet_view,
     key_census,
     list_backups,
     manifest_of,
@@ -106,6 +107,11 @@ def _rotate(mongo_uri: str, url: str, dbs: dict[str, str], **extra: Any) -> None
     census = [key_census(rotated, rotated.tenant(t)) for t in TENANTS]
     # 2 backups + 2 manifests + 1 segment + the index per tenant, all under the old key.
     assert [c.by_key for c in census] == [{OLD_FP: 6}, {OLD_FP: 6}]
+    notes = fleet_view(rotated).notes
+    assert (
+        f"backups per key: {OLD_FP}: 4 in acme, globex; run `daai-backup rekey --all` before "
+        "retiring an old key"
+    ) in notes
     assert retire_problem(census, OLD_FP) == (
         f"key {OLD_FP} cannot be retired: 12 file(s) still need it, in tenant(s) "
         "acme (6), globex (6); run `daai-backup rekey --all` first"
@@ -139,6 +145,7 @@ def _rotate(mongo_uri: str, url: str, dbs: dict[str, str], **extra: Any) -> None
     census = [key_census(after, after.tenant(t)) for t in TENANTS]
     assert [c.by_key for c in census] == [{NEW_FP: 6}, {NEW_FP: 6}]
     assert retire_problem(census, OLD_FP) is None
+    assert not any(n.startswith("backups per key") for n in fleet_view(after).notes)
     for tid in TENANTS:
         tenant = after.tenant(tid)
         assert [(e.file, e.held, e.note) for e in list_backups(after, tenant)] == shown[tid]

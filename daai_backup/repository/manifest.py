@@ -218,6 +218,7 @@ class Manifest:
             "consistency": self.consistency,
             "cluster_time": None if self.cluster_time is None else list(self.cluster_time),
             "namespaces": len(self.namespaces),
+            "key_fingerprint": self.key_fingerprint,
         }
 
 
