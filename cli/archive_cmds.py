@@ -274,8 +274,21 @@ def doctor(
     def storage() -> str:
         from daai_backup.storage import storage_from_url
 
-        backend = storage_from_url(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url)
+        lock = settings.s3_object_lock
+        backend = storage_from_url(
+            settings.storage_url,
+            s3_endpoint_url=settings.s3_endpoint_url,
+            object_lock=None if lock == "off" else lock,
+        )
         backend.ping()
+        check_lock = getattr(backend, "check_object_lock", None)
+        if check_lock is not None:  # S3: the bucket's Object Lock agrees with the setting
+            return f"{settings.storage_url} is reachable; {check_lock()}"
+        if lock != "off":
+            raise DaaiBackupError(
+                f"DAAI_BACKUP_S3_OBJECT_LOCK is {lock} but {settings.storage_url} is not S3: "
+                "set it to off"
+            )
         return f"{settings.storage_url} is reachable"
 
     def mongodb() -> str:

@@ -121,6 +121,7 @@ class EngineContext:
                 self.settings.storage_url,
                 s3_endpoint_url=self.settings.s3_endpoint_url,
                 keyring=keyring,
+                object_lock=lock if (lock := self.settings.s3_object_lock) != "off" else None,
             )
         return folder
 
