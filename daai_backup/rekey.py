@@ -38,7 +38,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final, cast
 
 from daai_backup.errors import ArchiveCorrupt, DaaiBackupError, ObjectNotFound, WrongKey
 from daai_backup.format.compression import open_gzip_reader
@@ -337,6 +337,9 @@ def reencrypt_object(
     current = keyring.require_current()
     tmp = _temp_key(folder, obj.key)
     metadata = storage.stat(obj.key).metadata
+    locked: tuple[Any, bool] = (None, False)
+    if folder.object_lock is not None and obj.kind in ("backup", "manifest"):
+        locked = cast(Any, storage).lock_of(obj.key)
 
     def writer(sink: _Sink) -> EncryptingWriter:
         return EncryptingWriter(
@@ -372,7 +375,15 @@ def reencrypt_object(
         with contextlib.suppress(DaaiBackupError):
             storage.delete(tmp)
         raise
-    return storage.move(tmp, obj.key)
+    info = storage.move(tmp, obj.key)
+    # Object Lock: the new version keeps the old one's date and legal hold (the old version
+    # stays too, locked, until that date: the old key must be kept until then).
+    until, held = locked
+    if until is not None:
+        cast(Any, storage).set_retention(obj.key, until)
+    if held:
+        cast(Any, storage).set_legal_hold(obj.key, True)
+    return info
 
 
 def _manifest_update(fingerprint: str | None, stored_bytes: int) -> Callable[[bytes], bytes]:

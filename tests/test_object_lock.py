@@ -142,3 +142,35 @@ def test_settings_that_contradict_the_bucket_are_one_line(
     ):
         backup_tenant(defaulted, defaulted.tenant("acme"), "manual")
     defaulted.close()
+
+
+def test_rekey_keeps_the_lock_date_and_legal_hold(
+    mongo_uri: str, s3_endpoint: str, locked_bucket: str, db: str
+) -> None:
+    from daai_backup.operations import rekey_tenant
+
+    ctx = _ctx(mongo_uri, f"s3://{locked_bucket}", s3_endpoint, db, "governance")
+    made = backup_tenant(ctx, ctx.tenant("acme"), "manual")
+    set_hold(ctx, ctx.tenant("acme"), made.entry.file, held=True)
+    ctx.close()
+    new = base64.b64encode(os.urandom(32)).decode()
+    settings = Settings(
+        backup_encryption_key=new,
+        backup_encryption_previous_keys=KEY,
+        mongodb_uri=mongo_uri,
+        storage_url=f"s3://{locked_bucket}",
+        s3_endpoint_url=s3_endpoint,
+        s3_object_lock="governance",
+        tenants_file=Path("unused.yaml"),
+    )
+    tenants = [{"id": "acme", "workspace_name": "Acme", "database": db, "permissions": {}}]
+    rotated = EngineContext(settings, TenantRegistry.from_data({"tenants": tenants}))
+    outcome = rekey_tenant(rotated, rotated.tenant("acme"))
+    assert outcome.rewritten["backup"] == 1
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    key = f"acme/db-backups/{made.entry.file}"
+    head = s3.head_object(Bucket=locked_bucket, Key=key)
+    expected = retain_until("manual", made.entry.taken_at)
+    assert abs(head["ObjectLockRetainUntilDate"] - expected) < timedelta(seconds=1)
+    assert head["ObjectLockLegalHoldStatus"] == "ON"
+    rotated.close()

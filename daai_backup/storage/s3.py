@@ -462,6 +462,20 @@ class S3Storage(Storage):
         held = head.get("ObjectLockLegalHoldStatus") == "ON"
         return (until.astimezone(UTC) if until is not None else None), held
 
+    def set_retention(self, key: str, until: datetime) -> None:
+        """Lock ``key``'s current version until ``until`` in the configured mode."""
+        if not self._lock_mode:
+            return
+        try:
+            self._client.put_object_retention(
+                Bucket=self._bucket,
+                Key=self.full_key(key),
+                Retention=cast(Any, {"Mode": self._lock_mode.upper(), "RetainUntilDate": until}),
+            )
+        except (BotoCoreError, ClientError) as exc:
+            what = f"cannot lock {key!r} in {self.url}"
+            raise _translate(exc, what, self._bucket) from exc
+
     def set_legal_hold(self, key: str, on: bool) -> None:
         """Put (or lift) an Object Lock legal hold on ``key``'s current version."""
         try:
