@@ -221,3 +221,38 @@ def test_previous_key_equal_to_current_or_malformed_is_one_line() -> None:
         Keyring.from_strings(NEW, [OLD, OLD])
     with pytest.raises(KeyInvalid, match="entry 1 is not valid base64"):
         Keyring.from_strings(NEW, ["not a key!"])
+
+
+def test_a_copy_that_does_not_read_back_never_replaces_the_original(
+    mongo_uri: str, local_storage_url: str, dbs: dict[str, str]
+) -> None:
+    import io as _io
+
+    from daai_backup.errors import ArchiveCorrupt
+    from daai_backup.rekey import rekey_folder
+    from daai_backup.repository.folder import BackupFolder
+    from daai_backup.storage.local import LocalStorage
+
+    class FlipsABit(LocalStorage):
+        """A disk that damages what is written under db-rekey/ (one bit, mid-file)."""
+
+        def put_stream(self, key, source, metadata=None):  # type: ignore[no-untyped-def]
+            data = bytearray(source.read())
+            if f"/{REKEY_DIR}/" in f"/{key}" and len(data) > 200:
+                data[len(data) // 2] ^= 1
+            return super().put_stream(key, _io.BytesIO(bytes(data)), metadata)
+
+    before = _ctx(mongo_uri, local_storage_url, dbs, OLD, None)
+    made = backup_tenant(before, before.tenant("acme"), "manual")
+    before.close()
+    ring = Keyring.from_strings(NEW, [OLD])
+    root = Path(local_storage_url.removeprefix("file://"))
+    folder = BackupFolder(FlipsABit(root), "acme", tenant_id="acme", keyring=ring)
+    with pytest.raises(ArchiveCorrupt, match="damaged or was altered"):
+        rekey_folder(folder, ring, "acme")
+    # The original is untouched (still the old key, still whole) and no copy is left.
+    after = _ctx(mongo_uri, local_storage_url, dbs, NEW, OLD)
+    assert key_census(after, after.tenant("acme")).by_key == {OLD_FP: 2}
+    assert verify_backup(after, after.tenant("acme"), made.entry.file).documents == 20
+    assert not list(folder.storage.list(f"acme/{REKEY_DIR}/"))
+    after.close()
