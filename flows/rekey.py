@@ -9,10 +9,11 @@ dropped from ``BACKUP_ENCRYPTION_PREVIOUS_KEYS``, which ``daai-backup doctor --r
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_progress_artifact, create_table_artifact
 
 from daai_backup.errors import DaaiBackupError, InvalidName
 from flows.common import engine
@@ -46,9 +47,16 @@ def rekey(tenant: str | None = None, all_tenants: bool = False) -> dict[str, Any
         rows: list[dict[str, str]] = []
         failed: dict[str, str] = {}
         done: dict[str, dict[str, int]] = {}
-        for record in who:
+        progress = cast(
+            UUID,
+            create_progress_artifact(
+                0.0, description=f"Rekey of {len(who)} tenant(s) to key {current.fingerprint}"
+            ),
+        )
+        for n, record in enumerate(who):
+            share = (100.0 * n / len(who), 100.0 * (n + 1) / len(who))
             try:
-                outcome = rekey_tenant(ctx, record)
+                outcome = rekey_tenant(ctx, record, progress, share)
             except DaaiBackupError as exc:
                 failed[record.id] = str(exc)
                 logger.error("tenant %s: rekey failed: %s", record.id, exc)

@@ -56,6 +56,15 @@ def test_rekey_all_rotates_every_tenant_and_reports(
     table = artifact("rekey")
     assert table is not None
     assert f"Rekey to key {fingerprint}: 2 of 2 tenants done" in table.description
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
+
+    with get_client(sync_client=True) as client:
+        bars = client.read_artifacts(
+            artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"]))
+        )
+    ours = [b for b in bars if (b.description or "").startswith("Rekey of 2 tenant(s)")]
+    assert [b.data for b in ours] == [100.0]
     flow_env.monkeypatch.delenv("BACKUP_ENCRYPTION_PREVIOUS_KEYS")
     ctx = flow_env.context()
     try:
