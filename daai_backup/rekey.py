@@ -107,6 +107,8 @@ class RekeyOutcome:
     leftovers_removed: int = 0
     remaining: dict[str, int] = field(default_factory=dict)
     """fingerprint -> objects still under it afterwards (empty when complete)."""
+    unreadable: list[str] = field(default_factory=list)
+    """Objects whose header cannot be read (damaged), left as they are: one line each."""
 
     @property
     def total_rewritten(self) -> int:
@@ -115,8 +117,15 @@ class RekeyOutcome:
     def summary(self) -> str:
         parts = ", ".join(f"{n} {k}(s)" for k, n in sorted(self.rewritten.items()) if n)
         done = f"re-encrypted {parts}" if parts else "nothing to re-encrypt"
+        damaged = (
+            f"; {len(self.unreadable)} file(s) with a damaged header left as they are "
+            "(`daai-backup doctor --keys` lists them)"
+            if self.unreadable
+            else ""
+        )
         return (
-            f"tenant {self.tenant_id}: {done}; {self.already_current} already under the current key"
+            f"tenant {self.tenant_id}: {done}; {self.already_current} already under the "
+            f"current key{damaged}"
         )
 
 
@@ -174,7 +183,7 @@ def inventory(folder: BackupFolder) -> tuple[list[StoredObject], int, list[str]]
             except ObjectNotFound:
                 continue  # deleted since the listing
             except DaaiBackupError as exc:
-                if isinstance(exc, ArchiveCorrupt | ValueError) or not exc.transient:
+                if isinstance(exc, ArchiveCorrupt) or not exc.transient:
                     unreadable.append(f"{rel}: {exc}")
                     continue
                 raise
@@ -452,7 +461,7 @@ def rekey_folder(
     current = keyring.require_current()
     outcome = RekeyOutcome(tenant_id)
     outcome.leftovers_removed = remove_temporaries(folder)
-    objects, _, _ = inventory(folder)
+    objects, _, outcome.unreadable = inventory(folder)
     check_keys_present(objects, keyring, tenant_id)
     backup_headers = {o.backup: o for o in objects if o.kind == "backup"}
     ordered = list(_ordered(objects))
@@ -492,8 +501,8 @@ def rekey_folder(
             progress(done, len(ordered))
     if rebuild_index or outcome.total_rewritten:
         folder.listing()  # writes a fresh index under the current key
-        outcome.rewritten.setdefault("listing-index", 0)
-        outcome.rewritten["listing-index"] += int(rebuild_index)
+        if rebuild_index:
+            outcome.rewritten["listing-index"] = 1
     left = census(folder, tenant_id)
     outcome.remaining = {fp: n for fp, n in left.by_key.items() if fp != current.fingerprint}
     return outcome

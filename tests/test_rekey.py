@@ -256,3 +256,25 @@ def test_a_copy_that_does_not_read_back_never_replaces_the_original(
     assert verify_backup(after, after.tenant("acme"), made.entry.file).documents == 20
     assert not list(folder.storage.list(f"acme/{REKEY_DIR}/"))
     after.close()
+
+
+def test_a_file_with_a_damaged_header_is_left_and_reported(tmp_path: Path) -> None:
+    from daai_backup.rekey import rekey_folder
+    from daai_backup.repository.folder import BackupFolder
+    from daai_backup.storage.local import LocalStorage
+
+    ring = Keyring.from_strings(NEW, [OLD])
+    folder = BackupFolder(LocalStorage(tmp_path), "acme", tenant_id="acme", keyring=ring)
+    event = bson.encode({"_id": {"_data": "a"}, "clusterTime": Timestamp(100, 1)})
+    old = parse_master_key(OLD)
+    write_segment(folder, old, "acme", Timestamp(100, 0), Timestamp(200, 0), [event])
+    broken = "0000000300.0000000000-0000000400.0000000000_0_0000000000000000.chg.enc"
+    (tmp_path / "acme" / "db-changes" / broken).write_bytes(b"DBK1\x02\x01\x00\x05rest")
+    outcome = rekey_folder(folder, ring, "acme")
+    assert outcome.rewritten == {"change-segment": 1}
+    assert len(outcome.unreadable) == 1
+    assert outcome.unreadable[0].startswith(f"db-changes/{broken}: ")
+    assert outcome.summary().endswith(
+        "; 1 file(s) with a damaged header left as they are (`daai-backup doctor --keys` "
+        "lists them)"
+    )
