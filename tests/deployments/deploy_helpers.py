@@ -66,6 +66,11 @@ def capture(minutes: float = 10) -> None:
     """Stand-in for flows.capture.capture."""
 
 
+@flow(name="rekey")
+def rekey(tenant: str | None = None, all_tenants: bool = False) -> None:
+    """Stand-in for flows.rekey.rekey."""
+
+
 FLOWS: dict[str, Flow[..., Any]] = {
     "backup": backup,
     "restore": restore,
@@ -76,6 +81,7 @@ FLOWS: dict[str, Flow[..., Any]] = {
     "fleet": fleet,
     "diff": diff,
     "capture": capture,
+    "rekey": rekey,
 }
 
 

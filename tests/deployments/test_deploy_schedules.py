@@ -221,7 +221,10 @@ def test_operation_deployments(settings: Settings) -> None:
         "fleet",
         "diff",
         "capture",
+        "rekey",
     }
+    assert specs["rekey"].schedules == ()  # run on purpose, after a rotation
+    assert specs["rekey"].concurrency_limit == 1
     assert specs["diff"].schedules == ()
     assert specs["diff"].required == ("actor",)
     assert specs["capture"].schedules[0].interval == timedelta(minutes=10)
