@@ -217,10 +217,30 @@ def doctor(
             "is not a backup, backups without a manifest, and what to do about each",
         ),
     ] = None,
+    keys: Annotated[
+        bool,
+        typer.Option(
+            "--keys",
+            help="count, per key fingerprint, the encrypted files of every tenant that need "
+            "it (reads each file's header: one request per file on S3)",
+        ),
+    ] = False,
+    retire: Annotated[
+        str | None,
+        typer.Option(
+            "--retire",
+            metavar="FINGERPRINT",
+            help="check that no file still needs this key before you drop it from "
+            "BACKUP_ENCRYPTION_PREVIOUS_KEYS (exit 1 naming the count and tenants if any does)",
+        ),
+    ] = None,
 ) -> None:
     """Check the configuration: key, tenants file, storage, MongoDB (one line per check)."""
     if tenant is not None:
         _doctor_tenant(tenant)
+        return
+    if keys or retire is not None:
+        _doctor_keys(retire)
         return
     failures = 0
 
@@ -254,8 +274,21 @@ def doctor(
     def storage() -> str:
         from daai_backup.storage import storage_from_url
 
-        backend = storage_from_url(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url)
+        lock = settings.s3_object_lock
+        backend = storage_from_url(
+            settings.storage_url,
+            s3_endpoint_url=settings.s3_endpoint_url,
+            object_lock=None if lock == "off" else lock,
+        )
         backend.ping()
+        check_lock = getattr(backend, "check_object_lock", None)
+        if check_lock is not None:  # S3: the bucket's Object Lock agrees with the setting
+            return f"{settings.storage_url} is reachable; {check_lock()}"
+        if lock != "off":
+            raise DaaiBackupError(
+                f"DAAI_BACKUP_S3_OBJECT_LOCK is {lock} but {settings.storage_url} is not S3: "
+                "set it to off"
+            )
         return f"{settings.storage_url} is reachable"
 
     def mongodb() -> str:
@@ -366,3 +399,84 @@ async def _ping_mongodb(uri: str) -> str:
         ) from None
     finally:
         await client.close()
+
+
+def _doctor_keys(retire: str | None) -> None:
+    """``doctor --keys`` / ``--retire FP``: which keys the fleet's files still need.
+
+    A counted scan: every encrypted file's header (backups, manifests, change segments, the
+    listing index) in every tenant's folder. Exit 1 when a file needs a key that is not
+    configured, or (``--retire``) when files still need the key to retire.
+    """
+    import re
+
+    from daai_backup.operations import key_census, retire_problem
+
+    if retire is not None and not re.fullmatch(r"[0-9a-f]{16}", retire):
+        raise fail(
+            f"--retire {retire!r} is not a key fingerprint: give the 16 hex characters "
+            "`daai-backup doctor` shows for the key"
+        )
+    with errors_as_messages():
+        ctx = engine()
+        keyring = ctx.settings.keyring
+        current = keyring.require_current().fingerprint
+        if retire == current:
+            raise fail(
+                f"key {retire} is the current BACKUP_ENCRYPTION_KEY: make another key current "
+                "and run `daai-backup rekey --all` before retiring it"
+            )
+        censuses = [key_census(ctx, record) for record in ctx.registry.values()]
+    if retire is not None:
+        problem = retire_problem(censuses, retire)
+        if problem is not None:
+            raise fail(problem)
+        console.print(
+            f"[green]ok  [/] key {retire}: no file needs it any more: it can be dropped from "
+            "BACKUP_ENCRYPTION_PREVIOUS_KEYS",
+            highlight=False,
+        )
+        return
+    configured = set(keyring.fingerprints)
+    needed: dict[str, dict[str, int]] = {}
+    for census in censuses:
+        for fingerprint, count in census.by_key.items():
+            needed.setdefault(fingerprint, {})[census.tenant_id] = count
+    failures = 0
+    for fingerprint in keyring.fingerprints:
+        where = needed.get(fingerprint, {})
+        total = sum(where.values())
+        if fingerprint == current:
+            console.print(
+                f"[green]ok  [/] key {fingerprint} (current): {total} file(s) in "
+                f"{len(where)} tenant(s)",
+                highlight=False,
+            )
+        elif total:
+            tenants = ", ".join(f"{t} ({n})" for t, n in sorted(where.items()))
+            console.print(
+                f"[yellow]WARN[/] key {fingerprint} (previous): {total} file(s) still need it, "
+                f"in {tenants}: run `daai-backup rekey --all`, then retire it",
+                highlight=False,
+            )
+        else:
+            console.print(
+                f"[green]ok  [/] key {fingerprint} (previous): reads nothing, no file needs it: "
+                "drop it from BACKUP_ENCRYPTION_PREVIOUS_KEYS",
+                highlight=False,
+            )
+    for fingerprint, where in sorted(needed.items()):
+        if fingerprint in configured:
+            continue
+        failures += 1
+        tenants = ", ".join(f"{t} ({n})" for t, n in sorted(where.items()))
+        console.print(
+            f"[red]FAIL[/] key {fingerprint} is not configured but {sum(where.values())} "
+            f"file(s) need it, in {tenants}: add it back to BACKUP_ENCRYPTION_PREVIOUS_KEYS",
+            highlight=False,
+        )
+    for census in censuses:
+        for line in census.unreadable:
+            console.print(f"[yellow]WARN[/] {census.tenant_id}: {escape(line)}", highlight=False)
+    if failures:
+        raise typer.Exit(1)

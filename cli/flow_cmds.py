@@ -305,3 +305,28 @@ def verify(
         console.print(f"ok   {name}", highlight=False)
     if not result["good"]:
         console.print(f"no backups of {tenant} to verify", highlight=False)
+
+
+@app.command()
+def rekey(
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", "-t", help="re-encrypt this tenant's files")
+    ] = None,
+    all_tenants: Annotated[bool, typer.Option("--all", help="every tenant, one by one")] = False,
+) -> None:
+    """After a key rotation: re-encrypt files made under previous keys to the current key.
+
+    Each new file is read back whole and checked before it replaces the old one, under the
+    same name. Safe to interrupt and run again. Then `daai-backup doctor --keys` shows which
+    old keys files still need (none: drop it from BACKUP_ENCRYPTION_PREVIOUS_KEYS).
+    """
+    if (tenant is None) == (not all_tenants):
+        raise fail("say which tenants to rekey: --tenant T, or --all")
+    from flows.rekey import rekey as rekey_flow
+
+    state = as_run_of(rekey_flow, "rekey/rekey", {"tenant": tenant, "all_tenants": all_tenants})
+    result = _outcome(state, "rekey")
+    for tid, rewritten in result["tenants"].items():
+        parts = ", ".join(f"{n} {kind}(s)" for kind, n in sorted(rewritten.items()) if n)
+        console.print(f"{tid}: re-encrypted {parts or 'nothing'}", highlight=False)
+    console.print(f"every file is under key {result['key']}", highlight=False)

@@ -207,6 +207,10 @@ class ObjectNotFound(StorageError):
     """No object under that name."""
 
 
+class ObjectLocked(StorageError):
+    """S3 Object Lock keeps the object until its retain-until date (or a legal hold)."""
+
+
 class QuotaExceeded(StorageError):
     """Writing the backup would exceed the tenant's storage quota."""
 

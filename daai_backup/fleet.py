@@ -94,6 +94,10 @@ class TenantFacts:
     error: str | None = None
     strays: tuple[str, ...] = ()
     """Objects in the tenant's ``db-backups`` that are not backups (one line each)."""
+    keys: Mapping[str, int] = field(default_factory=dict)
+    """Encrypted backups per key fingerprint, from the listing index (manifest summaries);
+    ``unknown`` for a backup whose summary does not say (no manifest, or an index written
+    before summaries carried the fingerprint)."""
 
 
 @dataclass(frozen=True)

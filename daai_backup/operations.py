@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from daai_backup.mongo import CatalogChange, DumpResult
     from daai_backup.mongo.copies import CopyInfo
     from daai_backup.mongo.replay import ReplayResult
+    from daai_backup.rekey import KeyCensus, RekeyOutcome
     from daai_backup.repository.archive_facts import ArchiveFacts
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class EngineContext:
                 self.settings.storage_url,
                 s3_endpoint_url=self.settings.s3_endpoint_url,
                 keyring=keyring,
+                object_lock=lock if (lock := self.settings.s3_object_lock) != "off" else None,
             )
         return folder
 
@@ -1452,11 +1454,49 @@ def tenant_facts(ctx: EngineContext, tenant: Tenant) -> TenantFacts:
     usage = QuotaReport.from_quota_mb(
         max(0, used - safety), tenant.storage_quota_mb, outside_quota_bytes=safety
     )
+    keys: dict[str, int] = {}
+    for entry in entries:
+        if entry.encrypted:
+            found = listing.summaries.get(entry.file, {}).get("key_fingerprint")
+            fingerprint = found if isinstance(found, str) else "unknown"
+            keys[fingerprint] = keys.get(fingerprint, 0) + 1
     return TenantFacts(
         entries=tuple(entries),
         known_bad=status.bad,
         usage=usage,
         strays=tuple(s.describe() for s in listing.strays),
+        keys=keys,
+    )
+
+
+def keys_note(ctx: EngineContext, facts: Mapping[str, TenantFacts]) -> str | None:
+    """One line for the fleet view: backups per key fingerprint, and where old keys are still
+    needed (None when every backup is under the current key). Counts backups from the listing
+    index, no extra request; ``daai-backup doctor --keys`` counts every encrypted file."""
+    totals: dict[str, int] = {}
+    tenants: dict[str, set[str]] = {}
+    for tid, fact in facts.items():
+        for fingerprint, count in fact.keys.items():
+            totals[fingerprint] = totals.get(fingerprint, 0) + count
+            tenants.setdefault(fingerprint, set()).add(tid)
+    try:
+        current = ctx.settings.keyring.current
+    except DaaiBackupError:
+        current = None
+    current_fp = current.fingerprint if current is not None else None
+    if not any(fp != current_fp for fp in totals):
+        return None  # nothing to act on
+    parts = []
+    for fingerprint, count in sorted(totals.items(), key=lambda kv: (kv[0] != current_fp, kv[0])):
+        if fingerprint == current_fp:
+            parts.append(f"{fingerprint} (current): {count}")
+        else:
+            where = ", ".join(sorted(tenants[fingerprint]))
+            parts.append(f"{fingerprint}: {count} in {where}")
+    return (
+        "backups per key: "
+        + "; ".join(parts)
+        + "; run `daai-backup rekey --all` before retiring an old key"
     )
 
 
@@ -1517,6 +1557,8 @@ def fleet_view(
         capture_target_s=ctx.settings.capture_max_lag_seconds,
         maintenance=windows,
     )
+    if (keys := keys_note(ctx, facts)) is not None:
+        notes.append(keys)
     return FleetView(table=table, now=now, notes=notes, facts=facts)
 
 
@@ -1834,3 +1876,45 @@ __all__ = [
     "verification_status",
     "verify_backup",
 ]
+
+
+# --- Key rotation: rekey, and which keys files still need --------------------------------
+
+
+def rekey_tenant(
+    ctx: EngineContext, tenant: Tenant, progress: Callable[[int, int], None] | None = None
+) -> RekeyOutcome:
+    """Re-encrypt the tenant's objects made under previous keys to the current key.
+
+    Under the tenant's lease, so no backup, restore or retention of the tenant races it.
+    Resumable: a re-run skips what is already under the current key (:mod:`daai_backup.rekey`).
+    ``progress(objects_done, objects_total)`` is called after each object.
+    """
+    from daai_backup.rekey import rekey_folder
+
+    keyring = ctx.settings.keyring
+    keyring.require_current()
+    with ctx.exclusive(tenant, "rekey") as lease:
+        lease.check()
+        return rekey_folder(ctx.folder(tenant), keyring, tenant.id, progress=progress)
+
+
+def key_census(ctx: EngineContext, tenant: Tenant) -> KeyCensus:
+    """How many of the tenant's encrypted files need each key (one header read per file)."""
+    from daai_backup.rekey import census
+
+    return census(ctx.folder(tenant), tenant.id)
+
+
+def retire_problem(censuses: Sequence[KeyCensus], fingerprint: str) -> str | None:
+    """The one line refusing to drop the key ``fingerprint`` while files still need it."""
+    needing = {c.tenant_id: c.by_key.get(fingerprint, 0) for c in censuses}
+    needing = {t: n for t, n in needing.items() if n}
+    if not needing:
+        return None
+    total = sum(needing.values())
+    tenants = ", ".join(f"{t} ({n})" for t, n in sorted(needing.items()))
+    return (
+        f"key {fingerprint} cannot be retired: {total} file(s) still need it, in tenant(s) "
+        f"{tenants}; run `daai-backup rekey --all` first"
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     storage_url: str = Field(
         default_factory=_default_storage_url,
         description="file:///abs/path or s3://bucket/prefix; a tenant's root is <url>/<tenant id>",
+    )
+    s3_object_lock: Literal["off", "governance", "compliance"] = Field(
+        default="off",
+        description="S3 Object Lock mode each backup and its manifest are written with, "
+        "locked until the end of their planned retention (the bucket must have Object Lock)",
     )
     s3_endpoint_url: str | None = Field(
         default=None, description="endpoint of an S3-compatible store (default: AWS)"

@@ -66,6 +66,7 @@ BACKUP, RESTORE, RETENTION, RETENTION_SWEEP, SYNC, VERIFY, FLEET, CAPTURE = (
 )
 DIFF: Final = "diff"
 TIMELINE: Final = "timeline"
+REKEY: Final = "rekey"
 ROLES: Final = (
     BACKUP,
     RESTORE,
@@ -77,6 +78,7 @@ ROLES: Final = (
     DIFF,
     CAPTURE,
     TIMELINE,
+    REKEY,
 )
 
 FLOW_OBJECTS: Final[dict[str, str]] = {
@@ -90,6 +92,7 @@ FLOW_OBJECTS: Final[dict[str, str]] = {
     DIFF: "flows.inspect:diff",
     CAPTURE: "flows.capture:capture",
     TIMELINE: "flows.timeline:timeline",
+    REKEY: "flows.rekey:rekey",
 }
 """Where each role's flow object lives (``module:attribute``)."""
 
@@ -275,6 +278,17 @@ def operation_specs(settings: Settings, *, work_pool: str | None) -> list[Deploy
                 "for a restore to a moment. Read only; the actor needs the restore permission."
             ),
             required=("actor",),
+        ),
+        DeploymentSpec(
+            role=REKEY,
+            name=REKEY,
+            tags=(MANAGED_TAG, "operation:rekey"),
+            description=(
+                "After a key rotation: re-encrypt every file made under a previous key to the "
+                "current key (tenant, or all_tenants), each verified before it replaces the "
+                "old one; resumable."
+            ),
+            concurrency_limit=1,
         ),
     ]
 

@@ -10,7 +10,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from daai_backup.errors import DaaiBackupError
+from daai_backup.errors import DaaiBackupError, ObjectLocked
 from daai_backup.mongo.copies import CopyInfo
 from daai_backup.operations import BAD_FILE_ERRORS, EngineContext
 from daai_backup.policy import retention as rules
@@ -88,6 +88,7 @@ def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dic
         decided = rules.plan(entries, active, now, known_bad=bad, known_good=good)
         deleted: list[str] = []
         failed: dict[str, str] = {}
+        locked: dict[str, str] = {}
         for entry in decided.delete:
             reason = decided.reasons[entry.file]
             if dry_run:
@@ -96,6 +97,9 @@ def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dic
             lease.check()  # LeaseLost ends the run: another operation may be under way
             try:
                 delete_backup(ctx, tenant, entry.file)
+            except ObjectLocked as exc:  # kept until its lock ends; deleted by a later run
+                locked[entry.file] = str(exc)
+                logger.info("tenant %s: kept %s: %s", tenant.id, entry.file, exc)
             except DaaiBackupError as exc:
                 failed[entry.file] = str(exc)
                 logger.error("tenant %s: could not delete %s: %s", tenant.id, entry.file, exc)
@@ -114,13 +118,14 @@ def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dic
     verb = "would delete" if dry_run else "deleted"
     rows = [
         {
-            "Decision": "keep" if entry in decided.keep else verb,
+            "Decision": "keep" if entry in decided.keep or entry.file in locked else verb,
             "Date / Time": local_time(ctx, tenant, entry),
             "Frequency": entry.frequency,
             "Size": human_size(entry.size_bytes),
             "File": entry.file,
             "Reason": decided.reasons[entry.file]
-            + (f" — delete failed: {failed[entry.file]}" if entry.file in failed else ""),
+            + (f" — delete failed: {failed[entry.file]}" if entry.file in failed else "")
+            + (f" — kept: {locked[entry.file]}" if entry.file in locked else ""),
         }
         for entry in entries
     ]
@@ -146,6 +151,7 @@ def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dic
         "kept": [e.file for e in decided.keep],
         "deleted": [] if dry_run else deleted,
         "would_delete": [e.file for e in decided.delete] if dry_run else [],
+        "locked": locked,
         "change_segments_deleted": [] if dry_run else changes,
     }
 

@@ -147,6 +147,15 @@ class Keyring:
             for n, text in enumerate(previous, start=1)
             if text.strip()
         ]
+        seen = {cur.fingerprint: "BACKUP_ENCRYPTION_KEY"} if cur is not None else {}
+        for n, key in enumerate(prev, start=1):
+            where = f"BACKUP_ENCRYPTION_PREVIOUS_KEYS entry {n}"
+            if key.fingerprint in seen:
+                raise KeyInvalid(
+                    f"{where} is the same key as {seen[key.fingerprint]} (fingerprint "
+                    f"{key.fingerprint}): remove it from BACKUP_ENCRYPTION_PREVIOUS_KEYS"
+                )
+            seen[key.fingerprint] = where
         return cls(cur, prev)
 
     @property

@@ -54,17 +54,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from daai_backup.errors import (
     ArchiveCorrupt,
     DaaiBackupError,
     InvalidName,
+    ObjectLocked,
     ObjectNotFound,
     StorageError,
 )
@@ -259,7 +261,13 @@ class BackupFolder:
             "taken-at": name.taken_at.isoformat(),
             **(extra_metadata or {}),
         }
-        info = self._storage.put_stream(key, source, metadata)
+        until = self._retain_until(name)
+        if until is not None:
+            info: ObjectInfo = cast(Any, self._storage).put_stream(
+                key, source, metadata, retain_until=until
+            )
+        else:
+            info = self._storage.put_stream(key, source, metadata)
         if note is not None:
             try:
                 put_bytes(self._storage, self._sidecar(key), json.dumps({"note": note}).encode())
@@ -269,6 +277,27 @@ class BackupFolder:
                     self._storage.delete(key)
                 raise
         return info
+
+    @property
+    def object_lock(self) -> str | None:
+        """The S3 Object Lock mode backups are written with here (None: not locked)."""
+        mode = getattr(self._storage, "object_lock", None)
+        return mode if isinstance(mode, str) else None
+
+    def _retain_until(self, name: BackupName) -> datetime | None:
+        if self.object_lock is None:
+            return None
+        from daai_backup.policy.lock import retain_until
+
+        return retain_until(name.frequency, name.taken_at)
+
+    def lock_of(self, filename: str) -> tuple[datetime | None, bool]:
+        """``(retain-until, legal hold)`` of a backup under Object Lock; ``(None, False)``
+        when this folder does not lock backups."""
+        if self.object_lock is None:
+            return None, False
+        result: tuple[datetime | None, bool] = cast(Any, self._storage).lock_of(self._key(filename))
+        return result
 
     def open(self, filename: str) -> BinaryIO:
         """Open a backup (held or not) for streaming reads."""
@@ -474,6 +503,12 @@ class BackupFolder:
         """
         if not any(self._exists(self._key(filename, held)) for held in (False, True)):
             raise self._not_found(filename)
+        until = self._retain_until(BackupName.parse(filename))
+        if until is not None:
+            cast(Any, self._storage).put_stream(
+                self._manifest_key(filename), io.BytesIO(sealed), retain_until=until
+            )
+            return
         put_bytes(self._storage, self._manifest_key(filename), sealed)
 
     def put_changes(self, filename: str, sealed: bytes) -> None:
@@ -550,6 +585,13 @@ class BackupFolder:
             )
         # The backup first, what describes it after: a listed backup never loses its note.
         key = self._key(name)
+        until, legal_hold = self.lock_of(name) if self._exists(key) else (None, False)
+        if legal_hold or (until is not None and until > datetime.now(UTC)):
+            why = f"until {until.isoformat(timespec='seconds')}" if until else "by a legal hold"
+            raise ObjectLocked(
+                f"backup {filename!r} is under S3 Object Lock {why}: it is kept; retention "
+                "deletes it after that date"
+            )
         self._storage.delete(key)
         self._storage.delete(self._sidecar(key))
         self._storage.delete(self._manifest_key(name))
@@ -598,7 +640,11 @@ class BackupFolder:
             if in_legacy or not self._exists(marker):
                 body = {"file": name, "held_at": datetime.now(UTC).isoformat()}
                 put_bytes(self._storage, marker, json.dumps(body).encode())
+            if self.object_lock is not None:  # after the marker: a crash leaves it held
+                cast(Any, self._storage).set_legal_hold(pool, True)
         else:
+            if self.object_lock is not None:
+                cast(Any, self._storage).set_legal_hold(pool, False)
             self._storage.delete(marker)
         if in_legacy:
             self._storage.delete(legacy)
@@ -824,14 +870,27 @@ def folder_for_tenant(
     default_storage_url: str,
     s3_endpoint_url: str | None = None,
     keyring: Keyring | None = None,
+    object_lock: str | None = None,
 ) -> BackupFolder:
     """The tenant's folder: its own ``storage_url`` as root, else ``<default>/<tenant id>``.
 
     With ``keyring`` the folder reads manifests and keeps the listing index.
     """
     validate_tenant_id(tenant_id)
+    url = tenant_storage_url or default_storage_url
+    if object_lock is not None and not url.startswith("s3://"):
+        from daai_backup.errors import ConfigError
+
+        raise ConfigError(
+            f"DAAI_BACKUP_S3_OBJECT_LOCK is {object_lock} but tenant {tenant_id}'s storage "
+            f"{url} is not S3: Object Lock exists on S3 only; set it to off"
+        )
     if tenant_storage_url:
-        storage = storage_from_url(tenant_storage_url, s3_endpoint_url=s3_endpoint_url)
+        storage = storage_from_url(
+            tenant_storage_url, s3_endpoint_url=s3_endpoint_url, object_lock=object_lock
+        )
         return BackupFolder(storage, tenant_id=tenant_id, keyring=keyring)
-    storage = storage_from_url(default_storage_url, s3_endpoint_url=s3_endpoint_url)
+    storage = storage_from_url(
+        default_storage_url, s3_endpoint_url=s3_endpoint_url, object_lock=object_lock
+    )
     return BackupFolder(storage, tenant_id, tenant_id=tenant_id, keyring=keyring)

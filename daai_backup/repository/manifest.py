@@ -269,6 +269,7 @@ class Manifest:
             "cluster_time": None if self.cluster_time is None else list(self.cluster_time),
             "consistent_at": None if self.consistent_at is None else list(self.consistent_at),
             "namespaces": len(self.namespaces),
+            "key_fingerprint": self.key_fingerprint,
         }
 
 

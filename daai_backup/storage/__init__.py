@@ -142,7 +142,9 @@ def canonical_location(url: str) -> str:
     return f"{scheme}://{join_key(place, prefix)}"
 
 
-def storage_from_url(url: str, *, s3_endpoint_url: str | None = None) -> Storage:
+def storage_from_url(
+    url: str, *, s3_endpoint_url: str | None = None, object_lock: str | None = None
+) -> Storage:
     """Make the backend a storage URL names, rooted at its canonical location.
 
     ConfigError says what is wrong with a bad URL.
@@ -153,5 +155,5 @@ def storage_from_url(url: str, *, s3_endpoint_url: str | None = None) -> Storage
     if scheme == "s3":
         from daai_backup.storage.s3 import S3Storage
 
-        return S3Storage(place, prefix, endpoint_url=s3_endpoint_url)
+        return S3Storage(place, prefix, endpoint_url=s3_endpoint_url, object_lock=object_lock)
     return MemoryStorage(place, prefix)

@@ -179,6 +179,18 @@ class Storage(ABC):
         ObjectNotFound if ``src_key`` is missing.
         """
 
+    def move(self, src_key: str, dst_key: str) -> ObjectInfo:
+        """Put ``src_key`` (data and metadata) in place of ``dst_key`` and remove ``src_key``.
+
+        ``dst_key`` changes atomically, like :meth:`put_stream`: readers see the old object
+        or the complete new one. A crash in between may leave ``src_key`` as well (a copy,
+        never a partial object); the caller removes it. This default copies (server side on
+        S3) and then deletes; a backend that can rename overrides it.
+        """
+        info = self.copy(src_key, dst_key)
+        self.delete(src_key)
+        return info
+
     @abstractmethod
     def space_used(self, prefix: str = "") -> int:
         """Every byte the backend holds for keys starting with ``prefix``.

@@ -343,6 +343,27 @@ class LocalStorage(Storage):
         with self.open_read(src_key) as src:
             return self.put_stream(dst_key, src, metadata)
 
+    def move(self, src_key: str, dst_key: str) -> ObjectInfo:
+        """Rename ``src_key`` onto ``dst_key`` (one atomic rename, no copy of the data)."""
+        src, dst = self._path(src_key), self._path(dst_key)
+        try:
+            if not src.is_file():
+                raise FileNotFoundError(errno.ENOENT, "not a file", str(src))
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            src_meta, dst_meta = self._meta_path(src), self._meta_path(dst)
+            # The metadata first: the object published last keeps metadata beside it.
+            if src_meta.exists():
+                os.replace(src_meta, dst_meta)
+            else:
+                dst_meta.unlink(missing_ok=True)
+            os.replace(src, dst)
+            _fsync_dir(dst.parent)
+            if src.parent != dst.parent:
+                _fsync_dir(src.parent)
+            return self._info(dst_key, dst, with_metadata=True)
+        except OSError as exc:
+            raise _translate(exc, f"cannot move {src_key!r} to {dst_key!r} in {self.url}") from exc
+
     def ping(self) -> None:
         # The root may not exist yet (it is created on first write): then the nearest
         # existing folder above it must let us create it.

@@ -40,7 +40,14 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from daai_backup.errors import InvalidName, ObjectNotFound, StorageError, TransientStorageError
+from daai_backup.errors import (
+    ConfigError,
+    InvalidName,
+    ObjectLocked,
+    ObjectNotFound,
+    StorageError,
+    TransientStorageError,
+)
 from daai_backup.storage.base import (
     CHUNK_SIZE,
     ObjectInfo,
@@ -191,7 +198,14 @@ class S3Storage(Storage):
         part_size: int = PART_SIZE,
         max_concurrency: int = 4,
         max_attempts: int = 5,
+        object_lock: str | None = None,
     ) -> None:
+        if object_lock not in (None, "governance", "compliance"):
+            raise ConfigError(
+                f"S3 Object Lock mode {object_lock!r} is not known: use governance or compliance"
+            )
+        self._lock_mode = object_lock
+        self._lock_checked = False
         if prefix.strip("/"):
             validate_key(prefix.strip("/"))
         self._bucket = bucket
@@ -238,19 +252,74 @@ class S3Storage(Storage):
         """The S3 object key of ``key`` (the prefix joined in front)."""
         return join_key(self._prefix, validate_key(key))
 
+    @property
+    def object_lock(self) -> str | None:
+        """The Object Lock mode backups are written with (None: no lock)."""
+        return self._lock_mode
+
+    def check_object_lock(self) -> str:
+        """Refuse (``ConfigError``, one line) a bucket whose Object Lock settings contradict
+        the configured mode; a line saying what is in force otherwise. Checked once."""
+        try:
+            config = self._client.get_object_lock_configuration(Bucket=self._bucket)
+            lock = config.get("ObjectLockConfiguration", {})
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code != "ObjectLockConfigurationNotFoundError":
+                raise _translate(
+                    exc, f"cannot read Object Lock of {self.url}", self._bucket
+                ) from exc
+            lock = {}
+        except BotoCoreError as exc:
+            raise _translate(exc, f"cannot read Object Lock of {self.url}", self._bucket) from exc
+        enabled = lock.get("ObjectLockEnabled") == "Enabled"
+        default = lock.get("Rule", {}).get("DefaultRetention")
+        if self._lock_mode and not enabled:
+            raise ConfigError(
+                f"DAAI_BACKUP_S3_OBJECT_LOCK is {self._lock_mode} but bucket {self._bucket!r} "
+                "has no Object Lock: use a bucket created with Object Lock enabled, or set it "
+                "to off"
+            )
+        if default:
+            raise ConfigError(
+                f"bucket {self._bucket!r} has a default Object Lock retention "
+                f"({default.get('Mode')}, {default.get('Days') or default.get('Years')} "
+                f"{'days' if default.get('Days') else 'years'}): it would lock the listing "
+                "index, markers and records too; remove the default rule (daai-backup dates "
+                "each backup itself with DAAI_BACKUP_S3_OBJECT_LOCK)"
+            )
+        self._lock_checked = True
+        if self._lock_mode:
+            return f"Object Lock {self._lock_mode}: each backup locked until its retention ends"
+        return "no Object Lock" if not enabled else "Object Lock enabled, not used (off)"
+
     def put_stream(
-        self, key: str, source: BinaryIO, metadata: Mapping[str, str] | None = None
+        self,
+        key: str,
+        source: BinaryIO,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        retain_until: datetime | None = None,
     ) -> ObjectInfo:
+        """:meth:`Storage.put_stream`; with ``retain_until`` (and an Object Lock mode) the
+        object is written locked until then, in the same request (never unlocked meanwhile)."""
         full = self.full_key(key)
         meta = validate_metadata(metadata)
         started = datetime.now(UTC)
         what = f"cannot write {key!r} to {self.url}"
+        extra: dict[str, Any] = {"Metadata": meta}
+        if retain_until is not None and self._lock_mode:
+            if not self._lock_checked:
+                self.check_object_lock()
+            extra["ObjectLockMode"] = self._lock_mode.upper()
+            extra["ObjectLockRetainUntilDate"] = retain_until
+            extra["ChecksumAlgorithm"] = "CRC32"  # S3 wants a checksum on locked writes
         try:
             self._client.upload_fileobj(
                 cast(BinaryIO, _FullReads(source)),
                 self._bucket,
                 full,
-                ExtraArgs={"Metadata": meta},
+                ExtraArgs=extra,
                 Config=self._transfer,
             )
         except BaseException as exc:
@@ -383,7 +452,46 @@ class S3Storage(Storage):
             raise _translate(exc, what, self._bucket) from exc
         return freed
 
+    def lock_of(self, key: str) -> tuple[datetime | None, bool]:
+        """``(retain-until date, legal hold)`` of ``key``'s current version (one HEAD)."""
+        try:
+            head = self._client.head_object(Bucket=self._bucket, Key=self.full_key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise _translate(exc, f"cannot stat {key!r} in {self.url}", self._bucket) from exc
+        until = head.get("ObjectLockRetainUntilDate")
+        held = head.get("ObjectLockLegalHoldStatus") == "ON"
+        return (until.astimezone(UTC) if until is not None else None), held
+
+    def set_retention(self, key: str, until: datetime) -> None:
+        """Lock ``key``'s current version until ``until`` in the configured mode."""
+        if not self._lock_mode:
+            return
+        try:
+            self._client.put_object_retention(
+                Bucket=self._bucket,
+                Key=self.full_key(key),
+                Retention=cast(Any, {"Mode": self._lock_mode.upper(), "RetainUntilDate": until}),
+            )
+        except (BotoCoreError, ClientError) as exc:
+            what = f"cannot lock {key!r} in {self.url}"
+            raise _translate(exc, what, self._bucket) from exc
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        """Put (or lift) an Object Lock legal hold on ``key``'s current version."""
+        try:
+            self._client.put_object_legal_hold(
+                Bucket=self._bucket,
+                Key=self.full_key(key),
+                LegalHold={"Status": "ON" if on else "OFF"},
+            )
+        except (BotoCoreError, ClientError) as exc:
+            what = f"cannot {'put' if on else 'lift'} the legal hold of {key!r} in {self.url}"
+            raise _translate(exc, what, self._bucket) from exc
+
     def delete(self, key: str) -> None:
+        if self._lock_mode:
+            self._delete_version(key)
+            return
         try:
             self._client.delete_object(Bucket=self._bucket, Key=self.full_key(key))
         except (BotoCoreError, ClientError) as exc:
@@ -391,6 +499,42 @@ class S3Storage(Storage):
             if isinstance(error, ObjectNotFound):
                 return
             raise error from exc
+
+    def _delete_version(self, key: str) -> None:
+        """On an Object Lock bucket (always versioned) delete the current *version*: a plain
+        delete would only add a delete marker, hiding a locked object instead of refusing."""
+        full = self.full_key(key)
+        try:
+            head = self._client.head_object(Bucket=self._bucket, Key=full)
+        except (BotoCoreError, ClientError) as exc:
+            error = _translate(exc, f"cannot delete {key!r} from {self.url}", self._bucket)
+            if isinstance(error, ObjectNotFound):
+                return
+            raise error from exc
+        version = head.get("VersionId")
+        try:
+            if version:
+                self._client.delete_object(Bucket=self._bucket, Key=full, VersionId=version)
+            else:
+                self._client.delete_object(Bucket=self._bucket, Key=full)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            until = head.get("ObjectLockRetainUntilDate")
+            if code == "AccessDenied" and (
+                until is not None or head.get("ObjectLockLegalHoldStatus") == "ON"
+            ):
+                why = (
+                    f"until {until.astimezone(UTC).isoformat(timespec='seconds')}"
+                    if until is not None
+                    else "by a legal hold"
+                )
+                raise ObjectLocked(
+                    f"cannot delete {key!r} from {self.url}: S3 Object Lock keeps it {why}; "
+                    "it can be deleted after that"
+                ) from exc
+            raise _translate(exc, f"cannot delete {key!r} from {self.url}", self._bucket) from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, f"cannot delete {key!r} from {self.url}", self._bucket) from exc
 
     def copy(self, src_key: str, dst_key: str) -> ObjectInfo:
         try:

@@ -73,6 +73,11 @@ def timeline(
     """Stand-in for flows.timeline.timeline."""
 
 
+@flow(name="rekey")
+def rekey(tenant: str | None = None, all_tenants: bool = False) -> None:
+    """Stand-in for flows.rekey.rekey."""
+
+
 FLOWS: dict[str, Flow[..., Any]] = {
     "backup": backup,
     "restore": restore,
@@ -84,6 +89,7 @@ FLOWS: dict[str, Flow[..., Any]] = {
     "diff": diff,
     "capture": capture,
     "timeline": timeline,
+    "rekey": rekey,
 }
 
 

@@ -222,7 +222,10 @@ def test_operation_deployments(settings: Settings) -> None:
         "diff",
         "capture",
         "timeline",
+        "rekey",
     }
+    assert specs["rekey"].schedules == ()  # run on purpose, after a rotation
+    assert specs["rekey"].concurrency_limit == 1
     assert specs["diff"].schedules == ()
     assert specs["timeline"].schedules == ()
     assert specs["timeline"].required == ("actor",)

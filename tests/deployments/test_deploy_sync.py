@@ -15,12 +15,12 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.responses import DeploymentResponse
 
 from daai_backup.settings import Settings
+from deployments import build
 from deployments.sync import SyncReport, ensure_process_pool, sync_deployments
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
-OPS = {"restore/restore", "retention/retention", "retention-sweep/retention-sweep"}
-OPS |= {"sync-schedules/sync-schedules", "verify/verify", "fleet/fleet", "diff/diff"}
-OPS |= {"capture/capture", "timeline/timeline"}
+# One deployment per operation role (backup deployments are per tenant).
+OPS = {f"{role}/{role}" for role in build.ROLES if role != build.BACKUP}
 
 
 def _tenant(tenant_id: str, **fields: Any) -> dict[str, Any]:

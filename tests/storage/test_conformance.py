@@ -158,6 +158,18 @@ def test_copy_copies_data_and_metadata(storage: Storage) -> None:
     assert sorted(i.key for i in storage.list("")) == ["dir/dst", "src"]
 
 
+def test_move_replaces_the_target_whole_and_removes_the_source(storage: Storage) -> None:
+    put_bytes(storage, "t/db-backups/x.gz.enc", b"old", {"frequency": "manual"})
+    put_bytes(storage, "t/db-rekey/db-backups/x.gz.enc", b"new bytes", {"frequency": "daily"})
+    info = storage.move("t/db-rekey/db-backups/x.gz.enc", "t/db-backups/x.gz.enc")
+    assert info.size == 9
+    assert read_bytes(storage, "t/db-backups/x.gz.enc") == b"new bytes"
+    assert storage.stat("t/db-backups/x.gz.enc").metadata == {"frequency": "daily"}
+    assert [o.key for o in storage.list("t/")] == ["t/db-backups/x.gz.enc"]
+    with pytest.raises(ObjectNotFound):
+        storage.move("t/db-rekey/db-backups/x.gz.enc", "t/db-backups/x.gz.enc")
+
+
 def test_missing_objects_raise_object_not_found(storage: Storage) -> None:
     with pytest.raises(ObjectNotFound):
         storage.open_read("nope")
