@@ -135,6 +135,7 @@ def test_side_files_follow_their_backup_in_and_out(default_url: str, endpoint: s
         ("delete", pool + f),
         ("delete", pool + f + ".meta.json"),
         ("delete", pool + f + ".manifest"),
+        ("delete", pool + f + ".changes"),
         ("delete", f"{pool}verified/{f}.20261127T010000Z.12.ok"),
     ]
 
