@@ -8,9 +8,11 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
+import pytest
 from prefect.client.orchestration import get_client
 
 import cli.main  # noqa: F401  (the CLI process sets the heartbeat variable)
@@ -47,7 +49,24 @@ def test_the_cli_turns_heartbeats_on_at_the_documented_interval() -> None:
     assert os.environ.get(HEARTBEAT_VARIABLE) == str(HEARTBEAT_SECONDS)
 
 
-def test_killed_run_is_marked_crashed(prefect_api_url: str, tmp_path: Path) -> None:
+@pytest.fixture
+def short_crash_detection() -> Iterator[None]:
+    """No automation before; none after: a 10 s detection left on the shared test server
+    marked later tests' busy runs Crashed (a run whose next heartbeat was due in 30 s)."""
+    _delete_crash_detection()
+    yield
+    _delete_crash_detection()
+
+
+def _delete_crash_detection() -> None:
+    with get_client(sync_client=True) as client:
+        for automation in client.read_automations_by_name(AUTOMATION_NAME):
+            client.delete_automation(automation.id)
+
+
+def test_killed_run_is_marked_crashed(
+    prefect_api_url: str, tmp_path: Path, short_crash_detection: None
+) -> None:
     automation_id = ensure_crash_detection(within_seconds=10)
     again = ensure_crash_detection(within_seconds=10)  # replaced, not duplicated
     with get_client(sync_client=True) as client:
