@@ -12,7 +12,7 @@ PREFECT_PORT ?= 4200
 # Arguments of `make cli`: `make cli ARGS="list --tenant acme-hr"`.
 ARGS ?= --help
 
-.PHONY: up cli test lint bench env uv
+.PHONY: up cli test test-e2e lint bench env uv
 
 uv:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || { \
@@ -35,6 +35,10 @@ cli: env
 ## test: the test suite against real servers (SecantusDB, moto S3, Prefect)
 test: env
 	@$(UV) run --frozen pytest
+
+## test-e2e: the end-to-end runs (make up's stack, a process work pool); CI runs them too
+test-e2e: env
+	@$(UV) run --frozen pytest -m e2e
 
 ## lint: ruff and mypy (strict)
 lint: env

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -110,6 +111,7 @@ def test_seed_is_realistic_and_runs_once(mongo_uri: str, mongo_client: object) -
 EXPECTED_DEPLOYMENTS = 3 + len([role for role in build.ROLES if role != build.BACKUP])
 
 
+@pytest.mark.e2e
 def test_make_up_end_to_end(tmp_path: Path) -> None:
     started = time.monotonic()
     var_dir, ready = tmp_path / "var", tmp_path / "ready"

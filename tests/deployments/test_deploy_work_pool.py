@@ -70,6 +70,7 @@ def worker_env(
         mongo_client.drop_database(f"wp_{t.replace('-', '_')}")  # type: ignore[attr-defined]
 
 
+@pytest.mark.e2e
 def test_two_workers_run_several_tenants(
     clean_server: str, worker_env: dict[str, str], tmp_path: Path
 ) -> None:
