@@ -22,6 +22,10 @@ from pathlib import Path
 
 import pytest
 
+#: Starts a Prefect server of its own, with authentication (about 20 s): in `make test-e2e`.
+pytestmark = pytest.mark.e2e
+
+
 AUTH = "daai-ops:correct-horse-battery"
 
 

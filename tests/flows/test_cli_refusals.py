@@ -107,9 +107,9 @@ def test_refusals_print_one_error_line_last_and_no_traceback(
                 "does not match the workspace name of tenant "
                 f"'{tid}': type the workspace name exactly as shown: \"Acme Books\"",
             ),
-            # Permission and actor refusals take the same path to the terminal; their words
-            # are checked in-process (test_flow_refusals.py), which costs no CLI process.
-            "traversal file name": (restore(OWNER, name="../x"), (), "../x"),
+            # Permission, actor and file-name refusals take the same path to the terminal;
+            # their words are checked in-process (test_flow_refusals.py, test_flow_restore.py),
+            # which costs no CLI process.
             "missing key": (
                 ["backup", "-t", tid, "--actor", OWNER],
                 ("BACKUP_ENCRYPTION_KEY",),
