@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
-import shutil
+import os
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -282,10 +282,13 @@ def test_import_refuses_a_truncated_archive_and_an_actor_without_create(
 
 
 def _mongo_tool(name: str) -> str:
-    found = shutil.which(name) or str(Path("/work/shared/tools/mongo-tools") / name)
-    if not Path(found).is_file():
-        pytest.skip(f"{name} is not installed (see /work/shared/reference/test-servers.md)")
-    return found
+    """The real mongo-tools binary: ``$MONGO_TOOLS_BIN``, else ``../shared/tools/mongo-tools``
+    beside the project (where CI has them too); a clear failure when neither has it."""
+    project = Path(__file__).resolve().parents[1]
+    for folder in (os.environ.get("MONGO_TOOLS_BIN"), project.parent / "shared/tools/mongo-tools"):
+        if folder and (Path(folder) / name).is_file():
+            return str(Path(folder) / name)
+    pytest.fail(f"{name} not found in $MONGO_TOOLS_BIN or ../shared/tools/mongo-tools")
 
 
 @pytest.mark.parametrize("compress", [False, True])
