@@ -34,7 +34,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -299,16 +299,43 @@ def prefect_healthy(api_url: str) -> bool:
         return False
 
 
-def deployments_registered(api_url: str) -> int:
-    """How many daai-backup deployments the server has (serve registers them on start)."""
+def deployments_registered(api_url: str) -> set[str]:
+    """The names of the daai-backup deployments the server has (serve registers them)."""
     import httpx
 
-    body = {"deployments": {"tags": {"all_": ["daai-backup"]}}}
+    names: set[str] = set()
+    page = 200
     try:
-        response = httpx.post(f"{api_url}/deployments/count", json=body, timeout=5.0)
-        return int(response.json()) if response.status_code == 200 else 0
-    except (httpx.HTTPError, ValueError):
-        return 0
+        while True:
+            body = {
+                "deployments": {"tags": {"all_": ["daai-backup"]}},
+                "limit": page,
+                "offset": len(names),
+            }
+            response = httpx.post(f"{api_url}/deployments/filter", json=body, timeout=5.0)
+            if response.status_code != 200:
+                return names
+            batch = {str(item["name"]) for item in response.json()}
+            if not batch - names:
+                return names
+            names |= batch
+            if len(batch) < page:
+                return names
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return names
+
+
+def expected_deployments(tenant_ids: Iterable[str]) -> set[str]:
+    """What ``serve`` registers: every operation and every tenant's backup deployment.
+
+    The stack is ready only when all of these exist: sync creates the operations first, so
+    a count alone could be reached before the last tenant's backup deployment is there.
+    """
+    from deployments.build import BACKUP, ROLES, backup_deployment_name
+
+    names = {role for role in ROLES if role != BACKUP}
+    names.update(backup_deployment_name(tenant_id) for tenant_id in tenant_ids)
+    return names
 
 
 def mongo_ready(uri: str) -> bool:
@@ -457,9 +484,9 @@ def up(cfg: StackConfig, *, ready_file: Path | None = None) -> int:
             to_terminal=True,
             stop_signal=signal.SIGINT,
         )
-        expected = len(registry) + 4  # a backup deployment per tenant + the four operations
+        expected = expected_deployments(registry)
         wait_until(
-            lambda: deployments_registered(cfg.api_url) >= expected,
+            lambda: expected <= deployments_registered(cfg.api_url),
             timeout_s=180,
             what="the served deployments",
             stack=stack,
