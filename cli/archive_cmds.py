@@ -266,10 +266,10 @@ def doctor(
         return f"BACKUP_ENCRYPTION_KEY is set (fingerprint {current.fingerprint}){extra}"
 
     def tenants() -> str:
-        from daai_backup.tenants import TenantRegistry
+        from daai_backup.tenant_sources import describe_source, load_registry
 
-        registry = TenantRegistry.load(settings.tenants_file)
-        return f"{settings.tenants_file}: {len(registry)} tenant(s)"
+        registry = load_registry(settings)
+        return f"{describe_source(settings)}: {len(registry)} tenant(s)"
 
     def storage() -> str:
         from daai_backup.storage import storage_from_url

@@ -163,8 +163,10 @@ class EngineContext:
 
 def load_context(settings: Settings | None = None) -> EngineContext:
     """Read settings (environment and ``.env``) and the tenant registry they point at."""
+    from daai_backup.tenant_sources import load_registry
+
     settings = settings or load_settings()
-    return EngineContext(settings, TenantRegistry.load(settings.tenants_file))
+    return EngineContext(settings, load_registry(settings))
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from daai_backup.errors import ConfigError
 
@@ -72,6 +72,34 @@ class Settings(BaseSettings):
         default=None, description="endpoint of an S3-compatible store (default: AWS)"
     )
     tenants_file: Path = Field(default=Path("tenants.yaml"), description="the tenant registry")
+    tenants_uri: SecretStr | None = Field(
+        default=None,
+        description="mongodb:// URI of the suite's own database: when set, the tenant registry "
+        "is read from a collection there instead of tenants_file (may hold a password: shown "
+        "masked)",
+    )
+    tenants_database: str | None = Field(
+        default=None,
+        description="database of the tenants collection (default: the URI's database)",
+    )
+    tenants_collection: str = Field(
+        default="tenants", description="collection holding one document per tenant"
+    )
+    tenants_fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON: our tenant field -> their field path (dotted for nested documents), "
+        'e.g. {"id": "slug", "subscription": "billing.status"}; unmapped fields keep our name',
+    )
+    tenants_values: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description='JSON: our field -> {their value: ours}, e.g. {"subscription": '
+        '{"trialing": "active", "past_due": "active", "canceled": "suspended"}}',
+    )
+    tenants_filter: dict[str, Any] = Field(
+        default_factory=dict,
+        description="JSON: a MongoDB query selecting the documents that are tenants, e.g. "
+        '{"deleted": {"$ne": true}}',
+    )
     timezone: str = Field(default="Asia/Kolkata", description="default time zone of tenants")
     max_concurrent_backups: int = Field(
         default=4, ge=1, description="global cap of concurrent backups per database cluster"
@@ -152,6 +180,30 @@ class Settings(BaseSettings):
             raise ValueError("the maintenance webhook URL must start with http:// or https://")
         return value.strip()
 
+    @field_validator("tenants_uri")
+    @classmethod
+    def _tenants_uri(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if not value.get_secret_value().strip().startswith(("mongodb://", "mongodb+srv://")):
+            # The value itself is not repeated: it may hold a password.
+            raise ValueError("the tenants URI must start with mongodb:// or mongodb+srv://")
+        return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("tenants_database", "tenants_collection")
+    @classmethod
+    def _tenants_names(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if (
+            not value
+            or len(value) > 120
+            or value.startswith("system.")
+            or any(c in value for c in '/\\ "$\x00')
+        ):
+            raise ValueError(f"{value!r} is not a valid MongoDB database or collection name")
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -207,6 +259,9 @@ def load_settings() -> Settings:
     """``Settings()`` from the environment and ``.env``; a bad value is one ``ConfigError`` line."""
     try:
         return Settings()
+    except SettingsError as exc:  # a JSON setting (tenants_fields, ...) that does not parse
+        field = str(exc).partition('field "')[2].partition('"')[0] or "(unknown)"
+        raise ConfigError(f"setting {field}: not valid JSON") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(part) for part in err["loc"])

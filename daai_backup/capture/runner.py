@@ -255,12 +255,10 @@ class Capture:
         registry_refresh_s: float = REGISTRY_REFRESH_S,
         max_await_ms: int = 500,
     ) -> None:
-        from daai_backup.tenants import TenantRegistry
+        from daai_backup.tenant_sources import load_registry
 
         self.settings = settings
-        self._load_registry = registry_loader or (
-            lambda: TenantRegistry.load(settings.tenants_file)
-        )
+        self._load_registry = registry_loader or (lambda: load_registry(settings))
         self.max_lag_s = float(max_lag_s or settings.capture_max_lag_seconds)
         self.buffer_bytes = int(buffer_bytes or settings.capture_buffer_mb * 1_000_000)
         self.idle_segment_s = idle_segment_s
