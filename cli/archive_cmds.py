@@ -310,7 +310,7 @@ def doctor(
             client.close()
 
     report("encryption key", key)
-    report("tenants file", tenants)
+    report("tenant registry", tenants)
     report("storage", storage)
     report("mongodb", mongodb)
     if not failures:

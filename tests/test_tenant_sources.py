@@ -25,6 +25,7 @@ MAPPING = {
     "workspace_name": "name",
     "subscription": "billing.status",
     "frequency": "backup.frequency",
+    "frequency_override": "backup.bump",
     "permissions": "members",
 }
 VALUES = {"subscription": {"trialing": "active", "past_due": "active", "canceled": "suspended"}}
@@ -68,7 +69,10 @@ def test_documents_are_mapped_valued_filtered_and_validated(
     until = datetime(2030, 1, 1, tzinfo=UTC)
     tenants.insert_many(
         [
-            _doc("acme-hr", frequency_override={"frequency": "24-hour", "until": until}),
+            _doc(
+                "acme-hr",
+                backup={"frequency": "7-day", "bump": {"frequency": "24-hour", "until": until}},
+            ),
             _doc("globex-crm", billing={"status": "canceled"}, timezone="UTC"),
             _doc("gone-inc", deleted=True),
         ]
