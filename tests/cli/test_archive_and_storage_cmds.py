@@ -49,7 +49,7 @@ def test_doctor_reports_each_check_and_fails_without_a_key(cli_env, run_cli, mon
     text = bad.output
     assert "FAIL encryption key: BACKUP_ENCRYPTION_KEY is not set" in text
     assert "FAIL mongodb: cannot reach MongoDB" in text
-    assert "ok   tenants file" in text
+    assert "ok   tenant registry" in text
 
 
 def test_doctor_names_a_malformed_key(cli_env, run_cli, monkeypatch) -> None:
