@@ -105,8 +105,9 @@ class UnknownTenant(TenantError):
 
     def __init__(self, tenant: str) -> None:
         super().__init__(
-            f"unknown tenant {tenant!r}: check the id against DAAI_BACKUP_TENANTS_FILE "
-            "(`daai-backup doctor` lists problems with the registry)"
+            f"unknown tenant {tenant!r}: check the id against the tenant registry "
+            "(DAAI_BACKUP_TENANTS_FILE, or the collection of DAAI_BACKUP_TENANTS_URI; "
+            "`daai-backup doctor` lists problems with it)"
         )
         self.tenant = tenant
 

@@ -164,7 +164,7 @@ class Tenant(BaseModel):
         if not self.can(actor, permission):
             raise PermissionDenied(
                 f"{actor!r} may not {action} of tenant {self.id!r}: grant {permission!r} to "
-                "them under permissions in the tenants file"
+                "them under permissions in the tenant registry"
             )
 
 
