@@ -1,6 +1,7 @@
 """The flow-run command of ``bench_overhead.py``'s process work pool: it runs Prefect's own
-engine command (``python -m prefect.engine``, or ``$OVERHEAD_PROBE_MODULE``) as its child and writes, for the flow run, the
-child's wall time and CPU seconds (its rusage) into ``$OVERHEAD_PROBE_DIR/<run id>.json``.
+engine command (``python -m prefect.engine``, or the module named by its argument) as its
+child and writes, for the flow run, the child's wall time and CPU seconds (its rusage) into
+``$OVERHEAD_PROBE_DIR/<run id>.json``.
 
 Only the standard library is imported here, so the probe adds a bare interpreter's start
 (about 20 ms of wall time, none of the measured CPU) to what the worker would do anyway.
@@ -19,7 +20,7 @@ from pathlib import Path
 
 def main() -> int:
     started = time.time()
-    module = os.environ.get("OVERHEAD_PROBE_MODULE", "prefect.engine")
+    module = sys.argv[1] if len(sys.argv) > 1 else "prefect.engine"
     done = subprocess.run([sys.executable, "-m", module], check=False)
     ended = time.time()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
