@@ -65,3 +65,23 @@ def test_waits_for_a_live_non_daemon_thread(tmp_path: Path) -> None:
     assert done.returncode == 0
     assert "returned" in done.stdout
     assert (tmp_path / "marker").read_text() == "finished"
+
+
+def test_flow_run_process_is_prefects_engine_with_its_status(tmp_path: Path) -> None:
+    """``python -m deployments.flow_run`` runs ``prefect.engine`` as ``-m`` would: a bad flow
+    run id is refused in Prefect's words, with Prefect's exit status."""
+    done = subprocess.run(
+        [sys.executable, "-m", "deployments.flow_run"],
+        cwd=tmp_path,  # a worker starts it in a temporary folder: found as an installed module
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PREFECT_HOME": str(tmp_path / "prefect-home"),
+            "PREFECT__FLOW_RUN_ID": "not-a-flow-run-id",
+        },
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Invalid flow run id" in done.stderr
