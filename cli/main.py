@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 
 # Flow runs started by this process send heartbeats, so a killed command's run ends Crashed
 # (deployments.crashed_runs) instead of Running forever. Set before Prefect is imported: its
@@ -11,6 +12,7 @@ import os
 os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
 
 from cli.app import app
+from daai_backup.process_exit import exit_now
 
 # Each module registers its commands on ``app`` when imported.
 _COMMAND_MODULES = (
@@ -30,7 +32,12 @@ for _module in _COMMAND_MODULES:
 
 
 def main() -> None:
-    app()
+    try:
+        app()  # standalone mode: always ends in SystemExit
+    except SystemExit as exc:
+        if "prefect" in sys.modules:  # a flow ran: skip the slow teardown (a light
+            exit_now(exc.code)  # command has little to tear down and exits as usual)
+        raise
 
 
 __all__ = ["app", "main"]

@@ -28,7 +28,7 @@ from flows.common import (
 )
 from flows.maintenance import BACKUP_PREFIX, TenantEvents
 from flows.refusals import one_line_refusals
-from flows.retention import retention
+from flows.retention import apply_retention
 from tasks.backup import backup_tenant, preflight_backup
 from tasks.catalog import folder_listing, remove_leftovers
 from tasks.common import cluster_slot, tenant_lock
@@ -102,10 +102,16 @@ def _take_backup(
         published = False
         if label != policy.PRE_RESTORE:
             # Not for a safety backup: retention could delete the very file being restored.
-            state = retention(tenant=tenant.id, return_state=True)
-            if not state.is_completed():
-                logger.error("tenant %s: retention after the backup failed: %s", tenant.id, state)
-            published = state.is_completed()  # it published the list after its deletes
+            # A plain call in this run, not a subflow: a flow run of its own cost about a
+            # second per backup (its creation, states, parameters, heartbeat thread), at
+            # every scheduled backup of every tenant; its tasks, logs and table artifact
+            # (retention-<tenant>) are this run's now.
+            try:
+                apply_retention(ctx, tenant, dry_run=False, cleaned=True)
+            except Exception as exc:  # the backup did succeed: logged, the next run retries
+                logger.error("tenant %s: retention after the backup failed: %s", tenant.id, exc)
+            else:
+                published = True  # it published the list after its deletes
         if not published:
             listing = folder_listing(ctx, tenant)
             strays = [s.describe() for s in listing.strays]

@@ -66,15 +66,19 @@ def confirm_newest_good(
         return
 
 
-def apply_retention(ctx: EngineContext, tenant: Tenant, *, dry_run: bool) -> dict[str, Any]:
-    """List, plan and (unless ``dry_run``) delete; the caller's flow run holds nothing yet.
+def apply_retention(
+    ctx: EngineContext, tenant: Tenant, *, dry_run: bool, cleaned: bool = False
+) -> dict[str, Any]:
+    """List, plan and (unless ``dry_run``) delete, under the tenant's lease (re-entrant: the
+    backup flow calls this while it holds it).
 
     Only verified backups count as good (``retention.plan(known_good=...)``): a backup is
-    deleted only while a newer one that passed verification remains.
+    deleted only while a newer one that passed verification remains. ``cleaned``: the caller
+    removed the leftovers and any abandoned restore under this same lease already.
     """
     logger = get_run_logger()
     with tenant_lock(ctx, tenant.id, "retention", detail="dry run" if dry_run else None) as lease:
-        if not dry_run:
+        if not dry_run and not cleaned:
             remove_leftovers(ctx, tenant)
             clean_abandoned_restore(ctx, tenant)
         # A listing that fails raises here: nothing is planned, nothing deleted.
