@@ -355,7 +355,11 @@ def report_runs(
     workers: list[subprocess.Popen[bytes]],
 ) -> None:
     runs: list[dict[str, Any]] = []
-    body: dict[str, Any] = {"deployments": {"name": {"like_": "backup-storm-"}}, "limit": 200}
+    body: dict[str, Any] = {
+        "deployments": {"name": {"like_": "backup-storm-"}},
+        "sort": "ID_DESC",  # stable while states change (all share one expected start)
+        "limit": 200,
+    }
     offset = 0
     while True:
         page = http.post("/flow_runs/filter", json={**body, "offset": offset}).json()
@@ -363,6 +367,7 @@ def report_runs(
         if len(page) < 200:
             break
         offset += 200
+    runs = list({r["id"]: r for r in runs}.values())
     at_t = [
         r for r in runs if abs((parse_time(r["expected_start_time"]) - due).total_seconds()) < 1
     ]

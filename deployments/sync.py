@@ -165,9 +165,14 @@ def _run_bounded(writes: list[Callable[[], object]]) -> None:
         for write in writes:
             write()
         return
-    with ThreadPoolExecutor(max_workers=CONCURRENT_WRITES, thread_name_prefix="sync") as pool:
+    pool = ThreadPoolExecutor(max_workers=CONCURRENT_WRITES, thread_name_prefix="sync")
+    try:
         futures = [pool.submit(write) for write in writes]
         errors = [f.exception() for f in futures]
+    except BaseException:  # Ctrl-C or the flow cancelled: send nothing more
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     for error in errors:
         if error is not None:
             raise error
