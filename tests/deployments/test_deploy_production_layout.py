@@ -9,10 +9,10 @@ worker's environment run them against SecantusDB.
 - A tenant's **scheduled** backup: the tenant's time zone and id are chosen so that its
   real schedule (01:<offset> local, every day) fires within a minute; Prefect's scheduler
   creates the run and a worker runs it. No run is created by hand.
-- A **worker killed** (SIGKILL of its whole process group, as a lost machine) while it is
-  writing a backup: the run ends ``Crashed`` (heartbeats + the crash automation), nothing
-  partial is listed, and the tenant's next run takes a good backup once the dead run's
-  lease has expired (30 s).
+- A **worker killed** (SIGKILL of the worker and of its flow-run process, as a lost
+  machine) while it is writing a backup: the run ends ``Crashed`` (heartbeats + the crash
+  automation), nothing partial is listed, and the tenant's next run takes a good backup
+  once the dead run's lease has expired (30 s).
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ from deployments.deploy import deploy_command
 from deployments.postgres import PostgresCluster
 from deployments.seed import seed_all
 
-#: PostgreSQL, a Prefect server and two workers of its own (about two minutes): make test-e2e.
+#: PostgreSQL, a Prefect server and two workers of its own (two to five minutes on the shared
+#: 2-core machine, most of it processes starting): make test-e2e.
 pytestmark = pytest.mark.e2e
 
 POOL = "daai-backup"
@@ -153,8 +154,10 @@ def layout(
     root = tmp_path_factory.mktemp("production-layout")
     with (
         PostgresCluster.start() as pg,
-        prefect_server(
-            root, settings={"PREFECT_API_DATABASE_CONNECTION_URL": pg.prefect_url}
+        prefect_server(  # 15-20 s on a quiet machine; minutes when others load its 2 cores
+            root,
+            settings={"PREFECT_API_DATABASE_CONNECTION_URL": pg.prefect_url},
+            timeout_s=300,
         ) as api_url,
         temporary_settings({PREFECT_API_URL: api_url}),
         throttled(mongo_uri, WORKER_READ_BYTES_PER_SECOND) as slow_mongo_uri,
