@@ -54,7 +54,9 @@ from deployments.seed import seed_all
 
 #: PostgreSQL, a Prefect server and two workers of its own (two to five minutes on the shared
 #: 2-core machine, most of it processes starting): make test-e2e.
-pytestmark = pytest.mark.e2e
+#: pytest-timeout counts the module fixture's setup (the server start) in the first test's
+#: 300 s: on a loaded machine the setup alone took 168 s, so the budget here is 600 s.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 POOL = "daai-backup"
 SPREAD_MINUTES = 60
