@@ -36,7 +36,7 @@ cli: env
 test: env
 	@$(UV) run --frozen pytest
 
-## test-e2e: the end-to-end runs (make up's stack, a work pool, an authenticated server); CI runs them too
+## test-e2e: the end-to-end runs (make up's stack, a work pool, an authenticated server, the production layout on PostgreSQL); CI runs them too
 test-e2e: env
 	@$(UV) run --frozen pytest -m e2e
 
