@@ -28,6 +28,7 @@ import itertools
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -136,6 +137,10 @@ class _Staged:
     documents: int = 0
     bytes: int = 0
     archive_documents: int | None = None
+    finished: Future[None] | None = None
+    """The index build and count of the loaded collection, running beside the next load."""
+    counted: int | None = None
+    index_names: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -167,6 +172,17 @@ def _index_specs(indexes: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             continue  # created with the collection (with its collation)
         specs.append({k: v for k, v in index.items() if k != "ns"})
     return specs
+
+
+def _finish_collection(db: Database[Any], staged: _Staged) -> None:
+    """Build the indexes of a fully loaded staging collection, then count it and list its
+    indexes for :func:`_verify`. Runs on the finisher thread, beside the next collection's
+    load: the server builds one collection's indexes while the client streams the next."""
+    specs = _index_specs(staged.meta.indexes)
+    if specs:
+        db.command("createIndexes", staged.staging, indexes=specs)
+    staged.counted = int(db.command("count", _data_namespace(staged))["n"])
+    staged.index_names = {str(i["name"]) for i in db.get_collection(staged.staging).list_indexes()}
 
 
 def _data_namespace(staged: _Staged) -> str:
@@ -258,6 +274,37 @@ def _stage(
     reader = ArchiveReader(source, batch_bytes=batch_bytes, batch_documents=batch_documents)
     source_dbs = _read_plan(reader, database, plan)
 
+    # One finisher thread: a collection's indexes are built (and it is counted) as soon as
+    # its last document is in, while the next collection loads. One, not more: the builds
+    # then run in archive order and never pile up on the server.
+    finisher = ThreadPoolExecutor(1, thread_name_prefix="daai-restore-indexes")
+    try:
+        return _stage_load(
+            db, reader, source_dbs, plan, progress, fail_at, started, resumed, finisher
+        )
+    finally:
+        # On a failure nothing may still be building when the caller drops the staging
+        # (a createIndexes after the drop would create the collection again).
+        finisher.shutdown(wait=True, cancel_futures=True)
+
+
+def _stage_load(
+    db: Database[Any],
+    reader: ArchiveReader,
+    source_dbs: set[str],
+    plan: _Plan,
+    progress: Callable[[RestoreProgress], None] | None,
+    fail_at: str | None,
+    started: datetime,
+    resumed: bool,
+    finisher: ThreadPoolExecutor,
+) -> StagedRestore:
+    database = db.name
+
+    def finish(staged: _Staged) -> None:
+        if staged.finished is None:
+            staged.finished = finisher.submit(_finish_collection, db, staged)
+
     t0 = time.monotonic()
     total_docs = total_bytes = 0
     with translated(f"staging the restore of {database!r}"):
@@ -287,6 +334,11 @@ def _stage(
                     _create_staging(db, staged)
                 else:
                     staged = found
+                if staged.finished is not None:  # data after its end-of-collection block
+                    raise DatabaseError(
+                        f"archive holds data for {staged.meta.collection!r} after that "
+                        "collection's end; use another backup"
+                    )
                 db.get_collection(_data_namespace(staged)).insert_many(
                     [RawBSONDocument(doc) for doc in event.documents],
                     ordered=False,
@@ -304,25 +356,27 @@ def _stage(
                 target = plan.by_data_ns.get(event.collection)
                 if target is not None:
                     target.archive_documents = event.documents
+                    finish(target)  # its last document is in: index it beside the next load
         check_crash(fail_at, "load")
         load_seconds = time.monotonic() - t0
 
+        # What is left of the index builds once the last document is in.
         t0 = time.monotonic()
         for staged in plan.by_data_ns.values():
-            specs = _index_specs(staged.meta.indexes)
-            if specs:
-                if progress:
-                    progress(
-                        RestoreProgress("indexes", staged.meta.collection, total_docs, total_bytes)
-                    )
-                db.command("createIndexes", staged.staging, indexes=specs)
+            if progress and not (staged.finished and staged.finished.done()):
+                progress(
+                    RestoreProgress("indexes", staged.meta.collection, total_docs, total_bytes)
+                )
+            finish(staged)  # a collection without an end-of-collection block
+            assert staged.finished is not None
+            staged.finished.result()
         check_crash(fail_at, "indexes")
         index_seconds = time.monotonic() - t0
 
         t0 = time.monotonic()
         if progress:
             progress(RestoreProgress("verify", None, total_docs, total_bytes))
-        restored = _verify(db, plan)
+        restored = _verify(plan)
         check_crash(fail_at, "verify")
         verify_seconds = time.monotonic() - t0
 
@@ -393,21 +447,27 @@ def _journal_staged(db: Database[Any], plan: _Plan, staged: StagedRestore) -> No
         )
 
 
-def _verify(db: Database[Any], plan: _Plan) -> list[RestoredCollection]:
-    """Staged counts and index names must match the archive (its CRCs were checked while read)."""
+def _verify(plan: _Plan) -> list[RestoredCollection]:
+    """Staged counts and index names must match the archive (its CRCs were checked while read).
+
+    The server's count and index list of each staging collection were taken once its indexes
+    were built (:func:`_finish_collection`), after its last insert.
+    """
     out: list[RestoredCollection] = []
     problems: list[str] = []
     for staged in plan.by_data_ns.values():
         name = staged.meta.collection
         expected = staged.archive_documents
-        counted = db.command("count", _data_namespace(staged))["n"]
+        counted = staged.counted
         if expected is None or counted != expected or staged.documents != expected:
             problems.append(f"{name}: archive {expected} documents, staged {counted}")
         wanted = {str(i.get("name")) for i in staged.meta.indexes} or {"_id_"}
-        have = {str(i["name"]) for i in db.get_collection(staged.staging).list_indexes()}
+        have = staged.index_names
         if staged.meta.type == "collection" and not wanted <= have:
             problems.append(f"{name}: indexes {sorted(wanted - have)} missing after the build")
-        out.append(RestoredCollection(name, staged.meta.type, counted, staged.bytes, len(have)))
+        out.append(
+            RestoredCollection(name, staged.meta.type, counted or 0, staged.bytes, len(have))
+        )
     if problems:
         raise RestoreVerificationFailed(
             "staged restore does not match the archive, nothing live was changed: "
