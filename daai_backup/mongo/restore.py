@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -36,6 +37,7 @@ from typing import Any, BinaryIO
 from bson.raw_bson import RawBSONDocument
 from bson.son import SON
 from pymongo import MongoClient
+from pymongo.collection import Collection
 from pymongo.database import Database
 
 from daai_backup.errors import DatabaseError, RestoreVerificationFailed
@@ -174,6 +176,47 @@ def _index_specs(indexes: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return specs
 
 
+INSERTS_IN_FLIGHT = 1
+"""Insert batches sent and not yet answered. One, on its own thread: the client reads,
+decrypts, decompresses and frames the next batch while the server stores this one. More
+would reorder a collection's documents (two batches stored at once interleave), and the
+restore promises the exact state, natural order included (capped collections depend on it).
+"""
+
+
+class _Inserts:
+    """At most ``in_flight`` ``insert_many`` calls running at once, on their own threads.
+
+    Memory stays bounded (``in_flight`` batches besides the one being read). Their errors
+    are raised by :meth:`submit` or :meth:`wait` on the caller's thread.
+    """
+
+    def __init__(self, in_flight: int) -> None:
+        self._pool = ThreadPoolExecutor(in_flight, thread_name_prefix="daai-restore-insert")
+        self._in_flight = in_flight
+        self._pending: deque[Future[Any]] = deque()
+
+    def submit(self, collection: Collection[Any], documents: list[RawBSONDocument]) -> None:
+        while len(self._pending) >= self._in_flight:
+            self._pending.popleft().result()
+        self._pending.append(
+            self._pool.submit(
+                collection.insert_many,
+                documents,
+                ordered=False,
+                bypass_document_validation=True,
+            )
+        )
+
+    def wait(self) -> None:
+        """Until every insert submitted is answered."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _finish_collection(db: Database[Any], staged: _Staged) -> None:
     """Build the indexes of a fully loaded staging collection, then count it and list its
     indexes for :func:`_verify`. Runs on the finisher thread, beside the next collection's
@@ -278,13 +321,15 @@ def _stage(
     # its last document is in, while the next collection loads. One, not more: the builds
     # then run in archive order and never pile up on the server.
     finisher = ThreadPoolExecutor(1, thread_name_prefix="daai-restore-indexes")
+    inserts = _Inserts(INSERTS_IN_FLIGHT)
     try:
         return _stage_load(
-            db, reader, source_dbs, plan, progress, fail_at, started, resumed, finisher
+            db, reader, source_dbs, plan, progress, fail_at, started, resumed, finisher, inserts
         )
     finally:
-        # On a failure nothing may still be building when the caller drops the staging
-        # (a createIndexes after the drop would create the collection again).
+        # On a failure nothing may still be writing when the caller drops the staging
+        # (a createIndexes or insert after the drop would create the collection again).
+        inserts.close()
         finisher.shutdown(wait=True, cancel_futures=True)
 
 
@@ -298,6 +343,7 @@ def _stage_load(
     started: datetime,
     resumed: bool,
     finisher: ThreadPoolExecutor,
+    inserts: _Inserts,
 ) -> StagedRestore:
     database = db.name
 
@@ -334,15 +380,9 @@ def _stage_load(
                     _create_staging(db, staged)
                 else:
                     staged = found
-                if staged.finished is not None:  # data after its end-of-collection block
-                    raise DatabaseError(
-                        f"archive holds data for {staged.meta.collection!r} after that "
-                        "collection's end; use another backup"
-                    )
-                db.get_collection(_data_namespace(staged)).insert_many(
+                inserts.submit(
+                    db.get_collection(_data_namespace(staged)),
                     [RawBSONDocument(doc) for doc in event.documents],
-                    ordered=False,
-                    bypass_document_validation=True,
                 )
                 staged.documents += len(event.documents)
                 staged.bytes += event.nbytes
@@ -356,7 +396,9 @@ def _stage_load(
                 target = plan.by_data_ns.get(event.collection)
                 if target is not None:
                     target.archive_documents = event.documents
-                    finish(target)  # its last document is in: index it beside the next load
+                    inserts.wait()  # its last document is in: index it beside the next load
+                    finish(target)
+        inserts.wait()
         check_crash(fail_at, "load")
         load_seconds = time.monotonic() - t0
 
