@@ -175,7 +175,11 @@ def server(folder: Path) -> Iterator[tuple[str, int]]:
         yield f"mongodb://127.0.0.1:{port}/?directConnection=true", proc.pid
     finally:
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def tools() -> Path:
@@ -234,7 +238,9 @@ def engine_restore(ctx: EngineContext, filename: str) -> dict[str, float]:
 
 def run_tool(*cmd: str) -> float:
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{Path(cmd[0]).name} failed: {done.stderr.strip()[-2000:]}")
     return time.perf_counter() - t0
 
 
