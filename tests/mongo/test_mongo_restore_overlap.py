@@ -49,7 +49,7 @@ def test_a_collections_indexes_are_built_while_the_next_one_loads(
         if p.phase == "load" and p.collection == "b_second" and not seen:
             # The first collection's build was handed over when its last document went in;
             # it runs beside this load (a build after the whole load would never show up).
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 10
             names = _staged_index_names(mongo_client, mongo_db_name)
             while "k_first" not in names and time.monotonic() < deadline:
                 time.sleep(0.05)
