@@ -27,7 +27,9 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -35,6 +37,7 @@ from typing import Any, BinaryIO
 from bson.raw_bson import RawBSONDocument
 from bson.son import SON
 from pymongo import MongoClient
+from pymongo.collection import Collection
 from pymongo.database import Database
 
 from daai_backup.errors import DatabaseError, RestoreVerificationFailed
@@ -136,6 +139,10 @@ class _Staged:
     documents: int = 0
     bytes: int = 0
     archive_documents: int | None = None
+    finished: Future[None] | None = None
+    """The index build and count of the loaded collection, running beside the next load."""
+    counted: int | None = None
+    index_names: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -167,6 +174,58 @@ def _index_specs(indexes: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             continue  # created with the collection (with its collation)
         specs.append({k: v for k, v in index.items() if k != "ns"})
     return specs
+
+
+INSERTS_IN_FLIGHT = 1
+"""Insert batches sent and not yet answered. One, on its own thread: the client reads,
+decrypts, decompresses and frames the next batch while the server stores this one. More
+would reorder a collection's documents (two batches stored at once interleave), and the
+restore promises the exact state, natural order included (capped collections depend on it).
+"""
+
+
+class _Inserts:
+    """At most ``in_flight`` ``insert_many`` calls running at once, on their own threads.
+
+    Memory stays bounded (``in_flight`` batches besides the one being read). Their errors
+    are raised by :meth:`submit` or :meth:`wait` on the caller's thread.
+    """
+
+    def __init__(self, in_flight: int) -> None:
+        self._pool = ThreadPoolExecutor(in_flight, thread_name_prefix="daai-restore-insert")
+        self._in_flight = in_flight
+        self._pending: deque[Future[Any]] = deque()
+
+    def submit(self, collection: Collection[Any], documents: list[RawBSONDocument]) -> None:
+        while len(self._pending) >= self._in_flight:
+            self._pending.popleft().result()
+        self._pending.append(
+            self._pool.submit(
+                collection.insert_many,
+                documents,
+                ordered=False,
+                bypass_document_validation=True,
+            )
+        )
+
+    def wait(self) -> None:
+        """Until every insert submitted is answered."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _finish_collection(db: Database[Any], staged: _Staged) -> None:
+    """Build the indexes of a fully loaded staging collection, then count it and list its
+    indexes for :func:`_verify`. Runs on the finisher thread, beside the next collection's
+    load: the server builds one collection's indexes while the client streams the next."""
+    specs = _index_specs(staged.meta.indexes)
+    if specs:
+        db.command("createIndexes", staged.staging, indexes=specs)
+    staged.counted = int(db.command("count", _data_namespace(staged))["n"])
+    staged.index_names = {str(i["name"]) for i in db.get_collection(staged.staging).list_indexes()}
 
 
 def _data_namespace(staged: _Staged) -> str:
@@ -258,6 +317,40 @@ def _stage(
     reader = ArchiveReader(source, batch_bytes=batch_bytes, batch_documents=batch_documents)
     source_dbs = _read_plan(reader, database, plan)
 
+    # One finisher thread: a collection's indexes are built (and it is counted) as soon as
+    # its last document is in, while the next collection loads. One, not more: the builds
+    # then run in archive order and never pile up on the server.
+    finisher = ThreadPoolExecutor(1, thread_name_prefix="daai-restore-indexes")
+    inserts = _Inserts(INSERTS_IN_FLIGHT)
+    try:
+        return _stage_load(
+            db, reader, source_dbs, plan, progress, fail_at, started, resumed, finisher, inserts
+        )
+    finally:
+        # On a failure nothing may still be writing when the caller drops the staging
+        # (a createIndexes or insert after the drop would create the collection again).
+        inserts.close()
+        finisher.shutdown(wait=True, cancel_futures=True)
+
+
+def _stage_load(
+    db: Database[Any],
+    reader: ArchiveReader,
+    source_dbs: set[str],
+    plan: _Plan,
+    progress: Callable[[RestoreProgress], None] | None,
+    fail_at: str | None,
+    started: datetime,
+    resumed: bool,
+    finisher: ThreadPoolExecutor,
+    inserts: _Inserts,
+) -> StagedRestore:
+    database = db.name
+
+    def finish(staged: _Staged) -> None:
+        if staged.finished is None:
+            staged.finished = finisher.submit(_finish_collection, db, staged)
+
     t0 = time.monotonic()
     total_docs = total_bytes = 0
     with translated(f"staging the restore of {database!r}"):
@@ -287,10 +380,9 @@ def _stage(
                     _create_staging(db, staged)
                 else:
                     staged = found
-                db.get_collection(_data_namespace(staged)).insert_many(
+                inserts.submit(
+                    db.get_collection(_data_namespace(staged)),
                     [RawBSONDocument(doc) for doc in event.documents],
-                    ordered=False,
-                    bypass_document_validation=True,
                 )
                 staged.documents += len(event.documents)
                 staged.bytes += event.nbytes
@@ -304,25 +396,29 @@ def _stage(
                 target = plan.by_data_ns.get(event.collection)
                 if target is not None:
                     target.archive_documents = event.documents
+                    inserts.wait()  # its last document is in: index it beside the next load
+                    finish(target)
+        inserts.wait()
         check_crash(fail_at, "load")
         load_seconds = time.monotonic() - t0
 
+        # What is left of the index builds once the last document is in.
         t0 = time.monotonic()
         for staged in plan.by_data_ns.values():
-            specs = _index_specs(staged.meta.indexes)
-            if specs:
-                if progress:
-                    progress(
-                        RestoreProgress("indexes", staged.meta.collection, total_docs, total_bytes)
-                    )
-                db.command("createIndexes", staged.staging, indexes=specs)
+            if progress and not (staged.finished and staged.finished.done()):
+                progress(
+                    RestoreProgress("indexes", staged.meta.collection, total_docs, total_bytes)
+                )
+            finish(staged)  # a collection without an end-of-collection block
+            assert staged.finished is not None
+            staged.finished.result()
         check_crash(fail_at, "indexes")
         index_seconds = time.monotonic() - t0
 
         t0 = time.monotonic()
         if progress:
             progress(RestoreProgress("verify", None, total_docs, total_bytes))
-        restored = _verify(db, plan)
+        restored = _verify(plan)
         check_crash(fail_at, "verify")
         verify_seconds = time.monotonic() - t0
 
@@ -393,21 +489,27 @@ def _journal_staged(db: Database[Any], plan: _Plan, staged: StagedRestore) -> No
         )
 
 
-def _verify(db: Database[Any], plan: _Plan) -> list[RestoredCollection]:
-    """Staged counts and index names must match the archive (its CRCs were checked while read)."""
+def _verify(plan: _Plan) -> list[RestoredCollection]:
+    """Staged counts and index names must match the archive (its CRCs were checked while read).
+
+    The server's count and index list of each staging collection were taken once its indexes
+    were built (:func:`_finish_collection`), after its last insert.
+    """
     out: list[RestoredCollection] = []
     problems: list[str] = []
     for staged in plan.by_data_ns.values():
         name = staged.meta.collection
         expected = staged.archive_documents
-        counted = db.command("count", _data_namespace(staged))["n"]
+        counted = staged.counted
         if expected is None or counted != expected or staged.documents != expected:
             problems.append(f"{name}: archive {expected} documents, staged {counted}")
         wanted = {str(i.get("name")) for i in staged.meta.indexes} or {"_id_"}
-        have = {str(i["name"]) for i in db.get_collection(staged.staging).list_indexes()}
+        have = staged.index_names
         if staged.meta.type == "collection" and not wanted <= have:
             problems.append(f"{name}: indexes {sorted(wanted - have)} missing after the build")
-        out.append(RestoredCollection(name, staged.meta.type, counted, staged.bytes, len(have)))
+        out.append(
+            RestoredCollection(name, staged.meta.type, counted or 0, staged.bytes, len(have))
+        )
     if problems:
         raise RestoreVerificationFailed(
             "staged restore does not match the archive, nothing live was changed: "
