@@ -183,7 +183,11 @@ def run(tenants: int, kind: str, db_env: dict[str, str]) -> None:
         from deployments.build import load_flows
         from deployments.sync import sync_deployments
 
-        settings = Settings(_env_file=None)  # type: ignore[call-arg]
+        # 8 writes in flight on PostgreSQL (operations.md); SQLite keeps the default 1.
+        concurrent = 8 if kind == "postgres" else 1
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None, sync_concurrent_writes=concurrent
+        )
         flows = load_flows()
         registry = TenantRegistry.from_data(tenants_data(tenants))
 

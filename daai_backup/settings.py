@@ -104,6 +104,14 @@ class Settings(BaseSettings):
     max_concurrent_backups: int = Field(
         default=4, ge=1, description="global cap of concurrent backups per database cluster"
     )
+    sync_concurrent_writes: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="deployment writes a sync sends at once: 1 for the embedded SQLite server "
+        "(concurrent writes lock its file and are retried, 6-14x slower), 8 for a server on "
+        "PostgreSQL",
+    )
     schedule_spread_minutes: int = Field(
         default=120,
         ge=0,

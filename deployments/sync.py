@@ -45,8 +45,6 @@ if TYPE_CHECKING:
     from prefect.client.schemas.responses import DeploymentResponse
 
 PAGE = 200
-CONCURRENT_WRITES = 8
-"""Deployment writes in flight at once during a sync (one client, a thread each)."""
 CODE_DIR = Path(__file__).resolve().parent.parent
 """Where workers find the code (``flows/...`` entrypoints): this checkout or image path."""
 
@@ -141,7 +139,7 @@ def sync_deployments(
             if full_name not in wanted:
                 writes.append(partial(client.delete_deployment, deployment.id))
                 report.removed.append(full_name)
-        _run_bounded(writes)
+        _run_bounded(writes, settings.sync_concurrent_writes)
     return report
 
 
@@ -152,20 +150,23 @@ def _update(
     _delete_stale_schedules(writer.client, current, spec.schedules)
 
 
-def _run_bounded(writes: list[Callable[[], object]]) -> None:
-    """Send the writes, at most :data:`CONCURRENT_WRITES` at a time, over the one client.
+def _run_bounded(writes: list[Callable[[], object]], limit: int) -> None:
+    """Send the writes, at most ``limit`` at a time, over the one client.
 
     Every write is one deployment's own request(s), independent of the others, so their
     order does not matter. One by one, each waits a whole round trip of the server (about
     60 ms of its CPU, more under load), and 10,000 tenants took half an hour; a few in
-    flight let the server overlap its database waits. The first error is raised once the
-    writes already sent have finished (the next sync redoes what is missing).
+    flight let a PostgreSQL-backed server overlap its database waits. On the embedded SQLite
+    server they do the opposite (each write locks the file; the others get 503s and are
+    retried with back-off), so the limit is a setting, ``DAAI_BACKUP_SYNC_CONCURRENT_WRITES``,
+    1 by default. The first error is raised once the writes already sent have finished (the
+    next sync redoes what is missing).
     """
-    if len(writes) <= 1:
+    if len(writes) <= 1 or limit <= 1:
         for write in writes:
             write()
         return
-    pool = ThreadPoolExecutor(max_workers=CONCURRENT_WRITES, thread_name_prefix="sync")
+    pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="sync")
     try:
         futures = [pool.submit(write) for write in writes]
         errors = [f.exception() for f in futures]

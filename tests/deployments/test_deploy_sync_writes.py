@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from deployments.sync import CONCURRENT_WRITES, _run_bounded
+from deployments.sync import _run_bounded
+
+LIMIT = 8
 
 
 def test_writes_overlap_up_to_the_bound_and_all_run() -> None:
@@ -25,9 +27,15 @@ def test_writes_overlap_up_to_the_bound_and_all_run() -> None:
             running -= 1
             done.append(i)
 
-    _run_bounded([lambda i=i: write(i) for i in range(40)])
+    _run_bounded([lambda i=i: write(i) for i in range(40)], LIMIT)
     assert sorted(done) == list(range(40))
-    assert 1 < peak <= CONCURRENT_WRITES
+    assert 1 < peak <= LIMIT
+
+    done.clear()
+    peak = 0
+    _run_bounded([lambda i=i: write(i) for i in range(5)], 1)  # the SQLite default
+    assert done == list(range(5))
+    assert peak == 1
 
 
 def test_an_error_is_raised_after_the_other_writes_finish() -> None:
@@ -38,5 +46,5 @@ def test_an_error_is_raised_after_the_other_writes_finish() -> None:
 
     writes = [lambda i=i: done.append(i) for i in range(10)]
     with pytest.raises(RuntimeError, match="server said no"):
-        _run_bounded([fail, *writes])
+        _run_bounded([fail, *writes], LIMIT)
     assert sorted(done) == list(range(10))
