@@ -20,7 +20,8 @@ uv:
 		$(PYTHON) -m pip install --user --quiet uv || $(PYTHON) -m pip install --quiet uv; }
 
 env: uv
-	@$(UV) sync --frozen
+	@$(UV) sync --frozen --compile-bytecode
+	@$(UV) run --frozen python -m compileall -q daai_backup tasks flows deployments cli
 
 ## up: SecantusDB + demo tenants + local storage + dev key + Prefect server + serve all
 up: env
